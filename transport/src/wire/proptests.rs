@@ -1,0 +1,1 @@
+//! Property tests of the wire format (written by a helper).
