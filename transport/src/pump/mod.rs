@@ -209,10 +209,11 @@ impl Bridge {
         }
         self.shared.notify.notify_one();
         let mut rx = self.status();
-        match rx.wait_for(|s| s.closed).await {
+        let clean = match rx.wait_for(|s| s.closed).await {
             Ok(s) => s.clean_close,
             Err(_) => false,
-        }
+        };
+        clean
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
