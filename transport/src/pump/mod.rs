@@ -21,6 +21,7 @@
 //! [`Bridge::open`] and [`Listener::accept`].
 
 mod handle;
+mod recv_buf;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -30,7 +31,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
@@ -44,12 +44,6 @@ use crate::wire::Transmit;
 pub type Opener =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = io::Result<AsyncDevice>> + Send>> + Send + Sync>;
 
-/// Bytes read per `read` call at most. Reads of 2 MiB often return a few
-/// KiB on the real device (spec §6), so this is an upper bound, not a
-/// promise; 4 MiB lets one call drain a full default-sized batch train.
-const READ_CHUNK: usize = 4 << 20;
-/// Below this much spare room the read buffer is grown (or replaced).
-const MIN_READ_SPARE: usize = 256 * 1024;
 /// Segments per `writev` (Linux `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 /// Delay before reopening after a failed open, doubling up to the maximum.
@@ -298,8 +292,14 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
 }
 
 async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = recv_buf::RecvBuf::new();
     let mut pending: Option<Transmit> = None;
+    // One timer for the whole link, moved only when the session's deadline
+    // moves (re-arming a timer every turn costs a timer-wheel update).
+    let far = || Instant::now() + Duration::from_secs(3600);
+    let sleep = tokio::time::sleep_until(far());
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     loop {
         let deadline;
         {
@@ -313,13 +313,13 @@ async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
                 return LinkEnd::Closed;
             }
             deadline = st.session.poll_timeout().map(Instant::from_std);
-            let missing = st.session.input_missing(&rbuf);
-            if rbuf.capacity() - rbuf.len() < MIN_READ_SPARE.max(missing) {
-                rbuf.reserve(READ_CHUNK.max(missing));
-            }
+            let missing = st.session.input_missing(&rbuf.cur);
+            rbuf.prepare(missing);
         }
-        let far = Instant::now() + Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
+        if deadline != armed {
+            armed = deadline;
+            sleep.as_mut().reset(deadline.unwrap_or_else(far));
+        }
         let has_pending = pending.is_some();
         let iov: Vec<IoSlice<'_>> = pending
             .as_ref()
@@ -332,13 +332,13 @@ async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
             })
             .unwrap_or_default();
         tokio::select! {
-            r = dev.read_buf(&mut rbuf) => {
+            r = dev.read_buf(&mut rbuf.cur) => {
                 drop(iov);
                 match r {
                     Ok(0) => return LinkEnd::Fault("peer closed the device (EOF)".into()),
                     Ok(_) => {
                         let mut st = shared.lock();
-                        if let Err(e) = st.session.handle_input(Instant::now().into_std(), &mut rbuf) {
+                        if let Err(e) = st.session.handle_input(Instant::now().into_std(), &mut rbuf.cur) {
                             return LinkEnd::Fault(e.to_string());
                         }
                     }
@@ -360,7 +360,8 @@ async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
                 }
             }
             _ = shared.notify.notified(), if !has_pending => {}
-            _ = sleep => {
+            _ = &mut sleep => {
+                armed = None;
                 let mut st = shared.lock();
                 if let Err(e) = st.session.handle_timeout(Instant::now().into_std()) {
                     return LinkEnd::Fault(e.to_string());

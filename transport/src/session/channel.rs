@@ -114,6 +114,8 @@ pub(crate) struct Channel {
     // ---- scheduling ----
     pub in_active: bool,
     pub window_dirty: bool,
+    /// Data arrived since our last acknowledgement.
+    pub ack_owed: bool,
 }
 
 impl Channel {
@@ -158,6 +160,7 @@ impl Channel {
             readable_signalled: false,
             in_active: false,
             window_dirty: false,
+            ack_owed: false,
         }
     }
 

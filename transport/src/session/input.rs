@@ -38,7 +38,9 @@ impl Session {
         self.hello_reply = false;
         self.ping_out = None;
         self.pong_due = None;
+        self.unacked_rx.clear();
         for c in self.channels.values_mut() {
+            c.ack_owed = false;
             // Datagrams are not worth delivering late.
             let dropped = c.dgrams.len() as u64;
             c.stats.drops += dropped;
@@ -78,6 +80,16 @@ impl Session {
                 let rec = rec?;
                 self.stats.records_rx += 1;
                 self.handle_record(now, rec)?;
+            }
+        }
+        if buf.is_empty() {
+            // The sender paused: acknowledge what arrived, so its buffers
+            // are freed and a goodbye can confirm delivery without waiting
+            // for a window's worth of traffic.
+            while let Some(id) = self.unacked_rx.pop_front() {
+                if self.channels.get(&id.0).is_some_and(|c| c.ack_owed) {
+                    self.mark_window(id);
+                }
             }
         }
         Ok(())
@@ -254,6 +266,7 @@ impl Session {
                 if c.reliable() {
                     c.advertised = c.consumed + c.window;
                     c.acked_sent = c.recv_offset;
+                    c.ack_owed = false;
                     self.ctrl.push_back(Record::Window {
                         chan: id.peer_view(),
                         received: c.recv_offset,
@@ -405,6 +418,8 @@ impl Session {
         let skip = ((c.recv_offset - offset) as usize).min(payload.len());
         let _ = payload.split_to(skip);
         c.recv_offset = offset + len;
+        let newly_owed = !c.ack_owed;
+        c.ack_owed = true;
         c.stats.bytes_rx += payload.len() as u64;
         c.stats.records_rx += 1;
         if c.released {
@@ -420,6 +435,9 @@ impl Session {
         }
         let want_window = c.wants_window();
         let readable = !c.recv_queue.is_empty();
+        if newly_owed {
+            self.unacked_rx.push_back(id);
+        }
         if want_window {
             self.mark_window(id);
         }

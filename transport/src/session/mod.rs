@@ -326,6 +326,8 @@ pub struct Session {
     ctrl: VecDeque<Record>,
     /// Channels that owe the peer a `Window`.
     window_dirty: VecDeque<ChannelId>,
+    /// Channels that received data since their last acknowledgement.
+    unacked_rx: VecDeque<ChannelId>,
     /// Channels with something to send, per class.
     active: [VecDeque<ChannelId>; 3],
     /// Records served from higher classes while a lower one waited.
@@ -370,6 +372,7 @@ impl Session {
             max_remote: 0,
             ctrl: VecDeque::new(),
             window_dirty: VecDeque::new(),
+            unacked_rx: VecDeque::new(),
             active: Default::default(),
             streak: 0,
             events: VecDeque::new(),

@@ -86,6 +86,7 @@ impl Session {
             }
             c.advertised = c.advertised.max(c.consumed + c.window);
             c.acked_sent = c.recv_offset;
+            c.ack_owed = false;
             let rec = Record::Window {
                 chan: id.peer_view(),
                 received: c.recv_offset,
