@@ -1,10 +1,7 @@
 //! `tbbridge`: a network bridge over USB4STREAM (`/dev/tbstreamX`).
 
-mod bench;
-mod cable;
-mod units;
-
 use clap::{Parser, Subcommand};
+use tbbridge::{bench, cable};
 
 /// A network bridge over USB4/Thunderbolt stream devices (/dev/tbstreamX).
 #[derive(Debug, Parser)]

@@ -1,0 +1,7 @@
+//! tbbridge: the daemon, its front-ends and its commands, as a library so
+//! that integration tests can drive the pieces directly. The binary
+//! (`src/main.rs`) is a thin command-line layer over it.
+
+pub mod bench;
+pub mod cable;
+pub mod units;
