@@ -148,3 +148,24 @@ async fn messages_and_datagrams_round_trip() {
     let refused = a.open(ChannelKind::Stream, Class::Normal, "nobody").await;
     assert_eq!(refused.err().map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_goodbye_then_return_reconnects_by_itself() {
+    let (cable, a, b) = pair(CableOptions::default()).await;
+    let mut l = b.listen("svc");
+    // A goes down cleanly (its `tbbridge down`), then a new A comes up.
+    assert!(a.close().await, "goodbye confirmed");
+    drop(a);
+    let a2 = Bridge::on_emu(&cable, CableEnd::A, SessionConfig::default());
+    tokio::time::timeout(Duration::from_secs(10), a2.connected())
+        .await
+        .expect("B took the new peer without a restart")
+        .expect("connected");
+    let ch = a2.open(ChannelKind::Stream, Class::Normal, "svc").await.expect("open");
+    ch.send(Bytes::from_static(b"hello again")).await.expect("send");
+    ch.finish().expect("finish");
+    let rx = l.accept().await.expect("accept");
+    let got = rx.recv(100).await.expect("recv").expect("data");
+    assert_eq!(&got[..], b"hello again");
+    assert!(b.status().borrow().connected);
+}

@@ -252,6 +252,11 @@ impl AsyncDevice {
     /// Registers `fd` with the current tokio runtime (must be called inside
     /// one).
     pub fn new(fd: DeviceFd) -> io::Result<AsyncDevice> {
+        // `with_interest` is deprecated in recent tokio in favour of an
+        // unsafe `register_with_interest` (tokio >= 1.53); the workspace
+        // allows 1.40. Its safety condition holds: DeviceFd owns its
+        // descriptor and never replaces it.
+        #[allow(deprecated)]
         Ok(AsyncDevice {
             inner: AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)?,
         })

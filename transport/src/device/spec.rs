@@ -103,7 +103,9 @@ pub enum SpecError {
     )]
     BadName(String),
     /// Neither an absolute path nor `emu:`.
-    #[error("bad device spec {0:?}: expected a device path such as /dev/tbstream0, or emu:NAME/a|b")]
+    #[error(
+        "bad device spec {0:?}: expected a device path such as /dev/tbstream0, or emu:NAME/a|b"
+    )]
     Unrecognized(String),
 }
 
@@ -201,8 +203,12 @@ mod tests {
     fn other_paths_allowed_but_not_canonical() {
         let d = parse("/dev/serial/by-id/x").expect("valid");
         assert!(!d.is_canonical_tbstream());
-        assert!(!parse("/dev/tbstream").expect("valid").is_canonical_tbstream());
-        assert!(!parse("/dev/tbstream1x").expect("valid").is_canonical_tbstream());
+        assert!(!parse("/dev/tbstream")
+            .expect("valid")
+            .is_canonical_tbstream());
+        assert!(!parse("/dev/tbstream1x")
+            .expect("valid")
+            .is_canonical_tbstream());
         assert!(parse("./node").is_ok());
     }
 
@@ -253,7 +259,10 @@ mod tests {
             Err(SpecError::Unrecognized(_))
         ));
         let msg = parse("foo").expect_err("invalid").to_string();
-        assert!(msg.contains("/dev/tbstream0") && msg.contains("emu:NAME/a|b"), "{msg}");
+        assert!(
+            msg.contains("/dev/tbstream0") && msg.contains("emu:NAME/a|b"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub(crate) struct State {
     pub opening: HashMap<ChannelId, oneshot::Sender<Result<(), RejectReason>>>,
     /// Incoming channels accepted but not yet handed out.
     handoff: VecDeque<(String, ChannelId)>,
+    /// The configuration, for a fresh session after the peer said goodbye.
+    cfg: SessionConfig,
+    /// `Bridge::close` was called: stop for good after the goodbye.
+    local_close: bool,
 }
 
 impl std::fmt::Debug for State {
@@ -120,7 +124,9 @@ impl Bridge {
         let now = Instant::now().into_std();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                session: Session::new(cfg, local_id, now),
+                session: Session::new(cfg.clone(), local_id, now),
+                cfg,
+                local_close: false,
                 wakers: HashMap::new(),
                 reset: HashMap::new(),
                 listeners: HashMap::new(),
@@ -176,6 +182,11 @@ impl Bridge {
         Ok(())
     }
 
+    /// The peer's session identity, once a handshake completed.
+    pub fn peer_id(&self) -> Option<u64> {
+        self.shared.lock().session.peer_id()
+    }
+
     /// Session counters.
     pub fn stats(&self) -> SessionStats {
         self.shared.lock().session.stats()
@@ -199,6 +210,7 @@ impl Bridge {
     pub async fn close(&self) -> bool {
         {
             let mut st = self.shared.lock();
+            st.local_close = true;
             st.session.close(Instant::now().into_std());
         }
         self.shared.notify.notify_one();
@@ -264,7 +276,22 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
         }
         shared.status.send_modify(|s| s.connected = false);
         match end {
-            LinkEnd::Closed => break,
+            LinkEnd::Closed if shared.lock().local_close => break,
+            LinkEnd::Closed => {
+                // The peer shut down cleanly (its `down`, a reboot): start
+                // a fresh session and wait for it to come back. Channels of
+                // the old session are gone; their handles see that.
+                tracing::info!("peer said goodbye; waiting for it to come back");
+                let mut st = shared.lock();
+                let cfg = st.cfg.clone();
+                st.session = Session::new(cfg, random_session_id(), Instant::now().into_std());
+                st.opening.clear();
+                for (_, w) in st.wakers.drain() {
+                    w.read.into_iter().chain(w.write).for_each(Waker::wake);
+                }
+                drop(st);
+                drop(dev);
+            }
             LinkEnd::Fault(why) => {
                 tracing::info!("link down: {why}; reopening the device");
                 drop(dev);
@@ -275,8 +302,7 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
         let mut st = shared.lock();
         // Wake everyone: handles see the channels gone.
         for (_, w) in st.wakers.drain() {
-            w.read.map(Waker::wake);
-            w.write.map(Waker::wake);
+            w.read.into_iter().chain(w.write).for_each(Waker::wake);
         }
         st.listeners.clear();
         st.opening.clear();

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::channel::{ChanState, Channel};
 use super::{
@@ -10,6 +10,16 @@ use super::{
     SessionError,
 };
 use crate::wire::{Record, RecordIter, VERSION};
+
+/// Where the next batch could start: the next occurrence of the magic
+/// after the first byte (or the end, keeping a possible partial magic).
+fn resync_point(buf: &BytesMut) -> usize {
+    let magic = crate::wire::MAGIC.to_le_bytes();
+    buf.windows(4)
+        .skip(1)
+        .position(|w| w == magic)
+        .map_or(buf.len().saturating_sub(3).max(1), |p| p + 1)
+}
 
 fn violation(what: impl Into<String>) -> SessionError {
     SessionError::Protocol(what.into())
@@ -62,6 +72,17 @@ impl Session {
             let body = match self.decoder.decode(buf) {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
+                Err(_) if self.link == LinkState::Handshaking && !buf.is_empty() => {
+                    // Before the peer's Hello, garbage is expected on real
+                    // hardware: the peer may still write the tail of the
+                    // previous link's stream (mid-batch) until it notices
+                    // our reopen. Skip to the next magic instead of failing.
+                    self.decoder.reset();
+                    let skip = resync_point(buf);
+                    self.stats.resync_bytes += skip as u64;
+                    buf.advance(skip);
+                    continue;
+                }
                 Err(e) => {
                     if matches!(
                         e,

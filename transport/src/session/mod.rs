@@ -270,6 +270,9 @@ pub struct SessionStats {
     pub dgram_drops: u64,
     /// Records for channels that are gone, ignored.
     pub stale_records: u64,
+    /// Bytes skipped while looking for the first batch of a new link (the
+    /// tail of the previous link's stream).
+    pub resync_bytes: u64,
     /// Last round-trip time measured by a ping.
     pub rtt: Option<Duration>,
 }

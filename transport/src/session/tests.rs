@@ -188,7 +188,7 @@ fn many_channels_interleaved() {
         p.a.finish(*a).expect("finish");
     }
     let mut got = vec![Vec::new(); 64];
-    let mut done = vec![false; 64];
+    let mut done = [false; 64];
     for _ in 0..10_000 {
         p.drive().expect("drive");
         for (i, (_, b)) in chans.iter().enumerate() {
@@ -644,4 +644,29 @@ fn open_storm_is_bounded_by_budget() {
     assert!(opened <= 8, "A reserved more than its budget: {opened}");
     assert!(refused + 4 >= opened.saturating_sub(4));
     assert!(p.b.channels().count() <= 8);
+}
+
+#[test]
+fn stale_bytes_before_hello_are_skipped() {
+    // The peer's previous link may still deliver the middle of a batch
+    // before its Hello on the new link: skip to the Hello, don't fault.
+    let mut p = Pair::new(SessionConfig::default(), 19);
+    let now = p.now;
+    let hello_and_more = {
+        let mut v = Vec::new();
+        while let Some(t) = p.a.poll_transmit(now) {
+            v.extend_from_slice(&t.to_vec());
+        }
+        v
+    };
+    let mut buf = BytesMut::from(&pattern(5, 10_000)[..]);
+    buf.extend_from_slice(&crate::wire::MAGIC.to_le_bytes()); // a false start
+    buf.extend_from_slice(&[0u8; 20]);
+    buf.extend_from_slice(&hello_and_more);
+    p.b.handle_input(now, &mut buf).expect("garbage before Hello is skipped");
+    assert!(p.b.is_connected());
+    assert!(p.b.stats().resync_bytes >= 10_000);
+    // Once connected, garbage is a link fault again.
+    let mut junk = BytesMut::from(&[0x55u8; 64][..]);
+    assert!(p.b.handle_input(now, &mut junk).is_err());
 }

@@ -226,16 +226,15 @@ impl TokenReader {
                 e.copy_from_slice(&self.buf[1..]);
                 return Ok(Some(u64::from_le_bytes(e)));
             }
-            let want = if self.got == 0 { 1 } else { TOKEN_LEN - self.got };
+            let want = if self.got == 0 {
+                1
+            } else {
+                TOKEN_LEN - self.got
+            };
             let dst = &mut self.buf[self.got..self.got + want];
             // SAFETY: reading into a valid buffer of `want` bytes.
-            let n = unsafe {
-                libc::read(
-                    sock.as_fd().as_raw_fd(),
-                    dst.as_mut_ptr().cast(),
-                    dst.len(),
-                )
-            };
+            let n =
+                unsafe { libc::read(sock.as_fd().as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.kind() {
@@ -311,6 +310,11 @@ pub(crate) async fn wait_attached_async(
     timeout: Option<Duration>,
     what: &str,
 ) -> io::Result<(UnixStream, u64)> {
+    // `with_interest` is deprecated in recent tokio in favour of an unsafe
+    // `register_with_interest` (tokio >= 1.53); the workspace allows 1.40.
+    // Its safety condition holds: the AsyncFd owns the socket and never
+    // swaps its descriptor.
+    #[allow(deprecated)]
     let afd = tokio::io::unix::AsyncFd::with_interest(sock, tokio::io::Interest::READABLE)?;
     let fut = async {
         let mut reader = TokenReader::default();

@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// Size of one driver frame (spec §2: DATA frames of at most 4 KiB); the
@@ -20,9 +21,9 @@ const MAX_MARKS: usize = 4096;
 
 /// A byte ring of fixed capacity (`ring_size * 4096` bytes), filled from
 /// and drained to sockets with `readv`/`sendmsg` so that a wrapped region
-/// still costs one syscall.
+/// still costs one syscall. The fallback when `splice` is not available.
 #[derive(Debug)]
-pub(crate) struct Ring {
+pub(crate) struct BufRing {
     buf: Box<[u8]>,
     head: usize,
     len: usize,
@@ -36,11 +37,11 @@ fn cvt(r: isize) -> io::Result<usize> {
     }
 }
 
-impl Ring {
+impl BufRing {
     /// A ring of `cap` bytes (allocated zeroed: the kernel hands out the
     /// pages lazily, so an idle 16 MiB ring costs nothing).
-    pub(crate) fn new(cap: usize) -> Ring {
-        Ring {
+    pub(crate) fn new(cap: usize) -> BufRing {
+        BufRing {
             buf: vec![0u8; cap].into_boxed_slice(),
             head: 0,
             len: 0,
@@ -49,10 +50,6 @@ impl Ring {
 
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub(crate) fn free(&self) -> usize {
@@ -135,6 +132,262 @@ impl Ring {
     }
 }
 
+/// A ring kept in a pipe: data moves socket -> pipe -> socket with
+/// `splice`, page references instead of copies, which is what makes the
+/// relay fast (two copies per byte fewer than [`BufRing`]). The byte bound
+/// is kept by our own count; the pipe is sized to at least `cap` bytes.
+#[derive(Debug)]
+pub(crate) struct PipeRing {
+    rd: OwnedFd,
+    wr: OwnedFd,
+    cap: usize,
+    len: usize,
+    /// The pipe ran out of slots before bytes (many small writes): no room
+    /// until the next drain.
+    slots_full: bool,
+}
+
+/// `splice` flags for both legs: move pages, never block.
+const SPLICE_FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+
+impl PipeRing {
+    /// A pipe of at least `cap` bytes. Fails if the pipe cannot be made
+    /// that large (`EPERM` above `/proc/sys/fs/pipe-max-size` without
+    /// `CAP_SYS_RESOURCE`).
+    pub(crate) fn new(cap: usize) -> io::Result<PipeRing> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 into a 2-element array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors we own.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let want = libc::c_int::try_from(cap)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ring too large"))?;
+        // SAFETY: fcntl on our pipe.
+        if unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, want) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PipeRing {
+            rd,
+            wr,
+            cap,
+            len: 0,
+            slots_full: false,
+        })
+    }
+
+    fn fill_from(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let n = max.min(self.cap - self.len);
+        if n == 0 || self.slots_full {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // SAFETY: splice between two descriptors we hold, no offsets.
+        let r = unsafe {
+            libc::splice(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                self.wr.as_raw_fd(),
+                std::ptr::null_mut(),
+                n,
+                SPLICE_FLAGS,
+            )
+        };
+        match cvt(r) {
+            Ok(got) => {
+                self.len += got;
+                Ok(got)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Empty socket, or a pipe without a free slot?
+                if !self.pipe_writable() {
+                    self.slots_full = true;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pipe_writable(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.wr.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        r > 0 && p.revents & libc::POLLOUT != 0
+    }
+
+    fn drain_to(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        let n = max.min(self.len);
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: splice between two descriptors we hold, no offsets. The
+        // relay thread blocks SIGPIPE: splice has no MSG_NOSIGNAL.
+        let r = unsafe {
+            libc::splice(
+                self.rd.as_raw_fd(),
+                std::ptr::null_mut(),
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                n,
+                SPLICE_FLAGS,
+            )
+        };
+        let sent = cvt(r)?;
+        self.len -= sent;
+        self.slots_full = false;
+        Ok(sent)
+    }
+
+    fn pop_into(&mut self, out: &mut Vec<u8>, n: usize) -> usize {
+        let want = n.min(self.len);
+        let start = out.len();
+        out.resize(start + want, 0);
+        let mut got = 0;
+        while got < want {
+            let dst = &mut out[start + got..start + want];
+            // SAFETY: reading into our buffer of `dst.len()` bytes.
+            let r = unsafe { libc::read(self.rd.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
+            match cvt(r) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        out.truncate(start + got);
+        self.len -= got;
+        self.slots_full = false;
+        got
+    }
+
+    fn clear(&mut self) {
+        let mut sink = [0u8; 64 * 1024];
+        while self.len > 0 {
+            // SAFETY: reading into a stack buffer.
+            let r =
+                unsafe { libc::read(self.rd.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) };
+            match cvt(r) {
+                Ok(k) if k > 0 => self.len = self.len.saturating_sub(k),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        self.len = 0;
+        self.slots_full = false;
+    }
+}
+
+/// Whether `splice` works socket -> pipe -> socket here (it does on any
+/// Linux since 6.5, which can splice into Unix sockets; older kernels and
+/// some sandboxes cannot). Checked once per relay with one byte.
+pub(crate) fn splice_works() -> bool {
+    fn probe() -> io::Result<bool> {
+        let (a, b) = UnixStream::pair()?;
+        let (c, d) = UnixStream::pair()?;
+        for s in [&a, &b, &c, &d] {
+            s.set_nonblocking(true)?;
+        }
+        let mut ring = PipeRing::new(FRAME)?;
+        io::Write::write_all(&mut &a, b"x")?;
+        if ring.fill_from(b.as_fd(), 1)? != 1 || ring.drain_to(c.as_fd(), 1)? != 1 {
+            return Ok(false);
+        }
+        let mut got = [0u8; 1];
+        Ok(io::Read::read(&mut &d, &mut got)? == 1 && got[0] == b'x')
+    }
+    probe().unwrap_or(false)
+}
+
+/// The ring of one direction: a [`PipeRing`] where `splice` works, else a
+/// [`BufRing`].
+#[derive(Debug)]
+pub(crate) enum Ring {
+    Pipe(PipeRing),
+    Buf(BufRing),
+}
+
+impl Ring {
+    /// A ring of `cap` bytes; a pipe if `splice` is wanted and the pipe can
+    /// be that large.
+    pub(crate) fn new(cap: usize, splice: bool) -> Ring {
+        if splice {
+            if let Ok(p) = PipeRing::new(cap) {
+                return Ring::Pipe(p);
+            }
+        }
+        Ring::Buf(BufRing::new(cap))
+    }
+
+    pub(crate) fn is_pipe(&self) -> bool {
+        matches!(self, Ring::Pipe(_))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Ring::Pipe(p) => p.len,
+            Ring::Buf(b) => b.len(),
+        }
+    }
+
+    /// Free bytes (by count; a pipe may still run out of slots first).
+    pub(crate) fn free(&self) -> usize {
+        match self {
+            Ring::Pipe(p) => p.cap - p.len,
+            Ring::Buf(b) => b.free(),
+        }
+    }
+
+    /// Whether the source may be read now.
+    pub(crate) fn has_room(&self) -> bool {
+        match self {
+            Ring::Pipe(p) => p.len < p.cap && !p.slots_full,
+            Ring::Buf(b) => b.free() > 0,
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Ring::Pipe(p) => p.clear(),
+            Ring::Buf(b) => b.clear(),
+        }
+    }
+
+    /// Reads up to `max` bytes from `fd`. `Ok(0)` is EOF; `WouldBlock`
+    /// when the socket is empty or the ring has no room.
+    pub(crate) fn fill_from(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        match self {
+            Ring::Pipe(p) => p.fill_from(fd, max),
+            Ring::Buf(b) => {
+                if b.free() == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                b.fill_from(fd, max)
+            }
+        }
+    }
+
+    /// Sends up to `max` bytes from the front to `fd`.
+    pub(crate) fn drain_to(&mut self, fd: BorrowedFd<'_>, max: usize) -> io::Result<usize> {
+        match self {
+            Ring::Pipe(p) => p.drain_to(fd, max),
+            Ring::Buf(b) => b.drain_to(fd, max),
+        }
+    }
+
+    /// Moves up to `n` bytes from the front into `out`.
+    pub(crate) fn pop_into(&mut self, out: &mut Vec<u8>, n: usize) -> usize {
+        match self {
+            Ring::Pipe(p) => p.pop_into(out, n),
+            Ring::Buf(b) => b.pop_into(out, n),
+        }
+    }
+}
+
 /// `sendmsg(MSG_NOSIGNAL)` of `iov`.
 pub(crate) fn send_iov(fd: BorrowedFd<'_>, iov: &mut [libc::iovec]) -> io::Result<usize> {
     // SAFETY: a zeroed msghdr is valid; we set the iovec array, which
@@ -190,11 +443,9 @@ impl Delay {
             return;
         }
         let ready = now + self.latency;
+        let full = self.marks.len() >= MAX_MARKS;
         match self.marks.back_mut() {
-            Some(last)
-                if self.marks.len() >= MAX_MARKS
-                    || ready.saturating_duration_since(last.1) < self.granularity =>
-            {
+            Some(last) if full || ready.saturating_duration_since(last.1) < self.granularity => {
                 last.0 = self.in_total;
             }
             _ => self.marks.push_back((self.in_total, ready)),
@@ -254,7 +505,9 @@ pub(crate) struct Bucket {
 
 impl Bucket {
     pub(crate) fn new(rate: Option<u64>, now: Instant) -> Bucket {
-        let burst = rate.map_or(0.0, |r| (r as f64 / 100.0).clamp(FRAME as f64, CHUNK as f64));
+        let burst = rate.map_or(0.0, |r| {
+            (r as f64 / 100.0).clamp(FRAME as f64, CHUNK as f64)
+        });
         Bucket {
             rate,
             burst,
@@ -343,14 +596,12 @@ pub(crate) fn flip_bits(frame: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
 
     #[test]
     fn ring_wraps_and_keeps_order() -> io::Result<()> {
         let (a, b) = UnixStream::pair()?;
         b.set_nonblocking(true)?;
-        let mut ring = Ring::new(10);
+        let mut ring = BufRing::new(10);
         let mut out = Vec::new();
         let mut next = 0u8;
         let mut expect = 0u8;

@@ -1,0 +1,157 @@
+//! `tbbridge cable ...`: serve and control an emulated USB4STREAM cable
+//! (spec §5), so that two tbbridge instances can be run against each other
+//! on one machine with `--device emu:NAME/a` and `--device emu:NAME/b`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use tbbridge_transport::device::emu::{
+    self, CableOptions, ControlCommand, DEFAULT_CABLE_ROOT, DEFAULT_RING_SIZE, MAX_RING_SIZE,
+    MIN_RING_SIZE,
+};
+
+/// Which cable a control command is for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CableRef {
+    /// Cable name (1-64 characters from A-Z a-z 0-9 _ . -).
+    pub name: String,
+    /// Directory holding the cables.
+    #[arg(long, default_value = DEFAULT_CABLE_ROOT)]
+    pub root: PathBuf,
+}
+
+/// The `cable` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CableCmd {
+    /// Serve an emulated cable until SIGINT/SIGTERM. Its ends are the Unix
+    /// sockets ROOT/NAME/a and ROOT/NAME/b, opened as emu:NAME/a and
+    /// emu:NAME/b.
+    Run {
+        /// Cable name (1-64 characters from A-Z a-z 0-9 _ . -).
+        name: String,
+        /// Rate cap per direction in bytes/s; k, M and G suffixes are
+        /// decimal (2.8G models TB4). Default: no cap.
+        #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_rate)]
+        rate: Option<u64>,
+        /// Added one-way latency in microseconds.
+        #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
+        latency_us: u64,
+        /// Ring length in 4 KiB frames per direction, as the driver's
+        /// configfs ring_size (32..=4096).
+        #[arg(
+            long,
+            value_name = "FRAMES",
+            default_value_t = DEFAULT_RING_SIZE,
+            value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_SIZE)..=i64::from(MAX_RING_SIZE))
+        )]
+        ring_size: u32,
+        /// Directory holding the cables.
+        #[arg(long, default_value = DEFAULT_CABLE_ROOT)]
+        root: PathBuf,
+    },
+    /// Pull the cable: data in flight is lost, open ends get ENXIO, opens
+    /// wait until the replug.
+    Unplug(CableRef),
+    /// Plug the cable back in: waiting opens complete.
+    Replug(CableRef),
+    /// Flip 1-3 bits in the next 4 KiB frame crossing the cable.
+    Corrupt(CableRef),
+    /// Print the cable's state as one line of JSON.
+    Status(CableRef),
+}
+
+/// Parses a byte rate: digits with an optional fraction and an optional
+/// decimal suffix k/K, M, G (`2.8G` = 2 800 000 000 bytes/s).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'M')) => (&t[..i], 1e6),
+        Some((i, 'G')) => (&t[..i], 1e9),
+        _ => (t, 1.0),
+    };
+    let ok_chars = !num.is_empty() && num.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let value: f64 = if ok_chars { num.parse().ok() } else { None }
+        .ok_or_else(|| format!("bad rate {s:?}: expected bytes per second such as 500M or 2.8G"))?;
+    let bytes = (value * mult).round();
+    if !(1.0..=1e15).contains(&bytes) {
+        return Err(format!(
+            "rate {s:?} out of range: between 1 byte/s and 1000 TB/s"
+        ));
+    }
+    Ok(bytes as u64)
+}
+
+fn control(cable: &CableRef, cmd: ControlCommand) -> Result<()> {
+    let status = emu::control(&cable.root, &cable.name, cmd)
+        .with_context(|| format!("cable {}: {cmd} failed", cable.name))?;
+    println!("{status}");
+    Ok(())
+}
+
+/// Runs a `tbbridge cable` subcommand.
+pub fn run(cmd: CableCmd) -> Result<()> {
+    match cmd {
+        CableCmd::Run {
+            name,
+            rate,
+            latency_us,
+            ring_size,
+            root,
+        } => {
+            let opts = CableOptions {
+                ring_size,
+                rate,
+                latency_us,
+            };
+            if let Err(e) = opts.validate() {
+                bail!("bad cable options: {e}");
+            }
+            let dir = root.join(&name);
+            eprintln!(
+                "tbbridge cable {name}: starting at {} (devices emu:{name}/a and emu:{name}/b; \
+                 ring {ring_size} frames, rate {}, latency {latency_us} us); Ctrl-C stops",
+                dir.display(),
+                rate.map_or_else(|| "uncapped".to_owned(), |r| format!("{r} B/s")),
+            );
+            tracing::info!(cable = %name, root = %root.display(), "emulated cable serving");
+            if let Err(e) = emu::serve(&root, &name, opts) {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (use --root DIR for a writable directory)"
+                } else {
+                    ""
+                };
+                return Err(e).with_context(|| {
+                    format!(
+                        "serving emulated cable {name} under {}{hint}",
+                        root.display()
+                    )
+                });
+            }
+            eprintln!("tbbridge cable {name}: stopped");
+            Ok(())
+        }
+        CableCmd::Unplug(c) => control(&c, ControlCommand::Unplug),
+        CableCmd::Replug(c) => control(&c, ControlCommand::Replug),
+        CableCmd::Corrupt(c) => control(&c, ControlCommand::Corrupt),
+        CableCmd::Status(c) => control(&c, ControlCommand::Status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("500k"), Ok(500_000));
+        assert_eq!(parse_rate("2.8G"), Ok(2_800_000_000));
+        assert_eq!(parse_rate("100M"), Ok(100_000_000));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-5").is_err());
+        assert!(parse_rate("G").is_err());
+        assert!(parse_rate("1e9").is_err());
+    }
+}
