@@ -4,4 +4,8 @@
 
 pub mod bench;
 pub mod cable;
+pub mod daemon;
+pub mod demo;
+pub mod netns;
+pub mod tun;
 pub mod units;

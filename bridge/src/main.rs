@@ -1,7 +1,10 @@
 //! `tbbridge`: a network bridge over USB4STREAM (`/dev/tbstreamX`).
 
 use clap::{Parser, Subcommand};
-use tbbridge::{bench, cable};
+use std::path::PathBuf;
+
+use tbbridge::daemon::{self, Target};
+use tbbridge::{bench, cable, demo};
 
 /// A network bridge over USB4/Thunderbolt stream devices (/dev/tbstreamX).
 #[derive(Debug, Parser)]
@@ -18,6 +21,41 @@ enum Cmd {
     Cable(cable::CableCmd),
     /// iperf-style throughput and latency benchmark over bridge channels.
     Bench(bench::BenchArgs),
+    /// Bring a bridge up from /etc/tbbridge/NAME.toml (or --config).
+    Up {
+        /// Instance name.
+        name: String,
+        /// Config file instead of /etc/tbbridge/NAME.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stay in the foreground (systemd, containers, debugging).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Take a bridge down (goodbye to the peer, interface removed).
+    Down {
+        /// Instance name.
+        name: String,
+    },
+    /// Link state, peer, uptime, per-channel counters, RTT.
+    Status {
+        /// Instance name (default: all running instances).
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file without touching the system.
+    Check {
+        /// Instance name.
+        name: String,
+        /// Config file instead of /etc/tbbridge/NAME.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Two namespaces, an emulated cable, a bridge and a NIC on each side:
+    /// ping, a throughput test, then clean up.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +70,21 @@ fn main() -> std::process::ExitCode {
     let r = match cli.cmd {
         Cmd::Cable(c) => cable::run(c),
         Cmd::Bench(b) => bench::run(b),
+        Cmd::Up {
+            name,
+            config,
+            foreground,
+        } => Target::new(&name, config).and_then(|t| {
+            if foreground {
+                daemon::up_foreground(&t)
+            } else {
+                daemon::up_detached(&t)
+            }
+        }),
+        Cmd::Down { name } => daemon::down(&name),
+        Cmd::Status { name, json } => daemon::status(name.as_deref(), json),
+        Cmd::Check { name, config } => Target::new(&name, config).and_then(|t| daemon::check(&t)),
+        Cmd::Demo(d) => demo::run(d),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -63,9 +63,12 @@ async fn transfer(a: &Bridge, b: &Bridge, data: Bytes, chunk: usize) -> Vec<u8> 
 async fn stream_bytes_arrive_in_order() {
     let (_cable, a, b) = pair(CableOptions::default()).await;
     let data = pattern(1, 64 << 20);
-    let got = tokio::time::timeout(Duration::from_secs(60), transfer(&a, &b, data.clone(), 300_001))
-        .await
-        .expect("transfer within 60 s");
+    let got = tokio::time::timeout(
+        Duration::from_secs(60),
+        transfer(&a, &b, data.clone(), 300_001),
+    )
+    .await
+    .expect("transfer within 60 s");
     assert_eq!(got.len(), data.len());
     assert!(got == data[..], "bytes differ");
     assert!(a.close().await, "goodbye confirmed delivery");
@@ -84,9 +87,12 @@ async fn unplug_mid_transfer_resumes_without_loss() {
             c2.replug().expect("replug");
         }
     });
-    let got = tokio::time::timeout(Duration::from_secs(120), transfer(&a, &b, data.clone(), 1 << 20))
-        .await
-        .expect("transfer within 120 s");
+    let got = tokio::time::timeout(
+        Duration::from_secs(120),
+        transfer(&a, &b, data.clone(), 1 << 20),
+    )
+    .await
+    .expect("transfer within 120 s");
     puller.await.expect("puller");
     assert_eq!(got.len(), data.len());
     assert!(got == data[..], "bytes differ after resume");
@@ -104,9 +110,12 @@ async fn corrupted_frame_is_caught_and_resumed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         c2.corrupt().expect("corrupt");
     });
-    let got = tokio::time::timeout(Duration::from_secs(60), transfer(&a, &b, data.clone(), 1 << 20))
-        .await
-        .expect("transfer within 60 s");
+    let got = tokio::time::timeout(
+        Duration::from_secs(60),
+        transfer(&a, &b, data.clone(), 1 << 20),
+    )
+    .await
+    .expect("transfer within 60 s");
     corrupter.await.expect("corrupter");
     assert!(got == data[..], "corrupt bytes were delivered");
     let corrupt = a.stats().corrupt_batches + b.stats().corrupt_batches;
@@ -128,7 +137,10 @@ async fn messages_and_datagrams_round_trip() {
             });
         }
     });
-    let ch = a.open(ChannelKind::Message, Class::Latency, "echo").await.expect("open");
+    let ch = a
+        .open(ChannelKind::Message, Class::Latency, "echo")
+        .await
+        .expect("open");
     for n in [0usize, 1, 100, 10_240, 70_000, 1 << 20] {
         let m = pattern(n as u8, n);
         ch.send_message(m.clone()).await.expect("send");
@@ -136,7 +148,10 @@ async fn messages_and_datagrams_round_trip() {
         assert!(back == m, "message of {n} bytes came back different");
     }
     let mut dl = b.listen("dg");
-    let d = a.open(ChannelKind::Datagram, Class::Normal, "dg").await.expect("open");
+    let d = a
+        .open(ChannelKind::Datagram, Class::Normal, "dg")
+        .await
+        .expect("open");
     let rx = dl.accept().await.expect("accept");
     for i in 0..100u8 {
         assert!(d.send_datagram(Bytes::from(vec![i; 1400])).expect("send"));
@@ -146,7 +161,10 @@ async fn messages_and_datagrams_round_trip() {
         assert_eq!(got, Bytes::from(vec![i; 1400]));
     }
     let refused = a.open(ChannelKind::Stream, Class::Normal, "nobody").await;
-    assert_eq!(refused.err().map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionRefused));
+    assert_eq!(
+        refused.err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,8 +179,13 @@ async fn peer_goodbye_then_return_reconnects_by_itself() {
         .await
         .expect("B took the new peer without a restart")
         .expect("connected");
-    let ch = a2.open(ChannelKind::Stream, Class::Normal, "svc").await.expect("open");
-    ch.send(Bytes::from_static(b"hello again")).await.expect("send");
+    let ch = a2
+        .open(ChannelKind::Stream, Class::Normal, "svc")
+        .await
+        .expect("open");
+    ch.send(Bytes::from_static(b"hello again"))
+        .await
+        .expect("send");
     ch.finish().expect("finish");
     let rx = l.accept().await.expect("accept");
     let got = rx.recv(100).await.expect("recv").expect("data");

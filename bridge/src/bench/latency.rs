@@ -61,7 +61,8 @@ pub async fn sweep(bridge: &Bridge, args: &BenchArgs) -> anyhow::Result<RunResul
             round(&ch, &msg).await?;
         }
         let start = Instant::now();
-        while samples.len() < MAX_ROUNDS && (samples.len() < MIN_ROUNDS || start.elapsed() < budget) {
+        while samples.len() < MAX_ROUNDS && (samples.len() < MIN_ROUNDS || start.elapsed() < budget)
+        {
             samples.push(round(&ch, &msg).await?);
         }
         let row = summarize(size, &mut samples);
@@ -78,7 +79,12 @@ async fn round(ch: &Channel, msg: &Bytes) -> anyhow::Result<Duration> {
     ch.send_message(msg.clone()).await?;
     let back = ch.recv_message().await?.context("echo channel closed")?;
     let rtt = t0.elapsed();
-    anyhow::ensure!(back.len() == msg.len(), "echo returned {} bytes, sent {}", back.len(), msg.len());
+    anyhow::ensure!(
+        back.len() == msg.len(),
+        "echo returned {} bytes, sent {}",
+        back.len(),
+        msg.len()
+    );
     Ok(rtt)
 }
 

@@ -31,7 +31,12 @@ pub const SVC_ECHO: &str = "bench.echo";
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Channels in parallel; a comma list runs each in turn (e.g. `1,64`).
-    #[arg(short = 'P', long = "parallel", default_value = "1", value_delimiter = ',')]
+    #[arg(
+        short = 'P',
+        long = "parallel",
+        default_value = "1",
+        value_delimiter = ','
+    )]
     pub parallel: Vec<usize>,
     /// Seconds per run.
     #[arg(short = 't', long = "time", default_value_t = 10.0)]
@@ -175,7 +180,8 @@ async fn in_process(args: &BenchArgs) -> anyhow::Result<Report> {
         };
         report.push(r);
     }
-    let cable = Arc::new(EmuCable::new(args.cable_options()).context("starting the emulated cable")?);
+    let cable =
+        Arc::new(EmuCable::new(args.cable_options()).context("starting the emulated cable")?);
     let a = Bridge::on_emu(&cable, CableEnd::A, bench_config());
     let b = Bridge::on_emu(&cable, CableEnd::B, bench_config());
     connect(&a).await?;

@@ -20,8 +20,14 @@ const RAW_WRITE: usize = 4 << 20;
 
 /// One direction, A to B, big writes and big reads, for `-t` seconds.
 pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
-    let a = cable.open_async(CableEnd::A).await.context("opening end A")?;
-    let b = cable.open_async(CableEnd::B).await.context("opening end B")?;
+    let a = cable
+        .open_async(CableEnd::A)
+        .await
+        .context("opening end A")?;
+    let b = cable
+        .open_async(CableEnd::B)
+        .await
+        .context("opening end B")?;
     let dur = args.duration();
     let received = Arc::new(AtomicU64::new(0));
     let cpu0 = super::report::process_cpu_secs();
@@ -86,8 +92,14 @@ pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<Ru
 /// Ping-pong of each size straight over the cable: A writes, B reads it
 /// all and writes it back, A reads it all.
 pub async fn latency(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
-    let a = cable.open_async(CableEnd::A).await.context("opening end A")?;
-    let b = cable.open_async(CableEnd::B).await.context("opening end B")?;
+    let a = cable
+        .open_async(CableEnd::A)
+        .await
+        .context("opening end A")?;
+    let b = cable
+        .open_async(CableEnd::B)
+        .await
+        .context("opening end B")?;
     let sizes = args.sizes.clone();
     let echo = tokio::spawn(async move {
         let mut buf = vec![0u8; 1 << 20];

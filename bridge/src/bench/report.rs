@@ -73,14 +73,25 @@ impl RunResult {
         intervals: Vec<Interval>,
         cpu_secs: f64,
     ) -> Self {
-        RunResult::Throughput { name, channels, secs, per_channel, intervals, cpu_secs }
+        RunResult::Throughput {
+            name,
+            channels,
+            secs,
+            per_channel,
+            intervals,
+            cpu_secs,
+        }
     }
 
     /// CPU seconds per GB delivered (lower is better; independent of what
     /// else the machine is doing, unlike Gbit/s).
     fn cpu_per_gb(&self) -> Option<f64> {
         match self {
-            RunResult::Throughput { per_channel, cpu_secs, .. } => {
+            RunResult::Throughput {
+                per_channel,
+                cpu_secs,
+                ..
+            } => {
                 let gb = per_channel.iter().sum::<u64>() as f64 / 1e9;
                 (gb > 0.0).then(|| cpu_secs / gb)
             }
@@ -94,9 +105,9 @@ impl RunResult {
 
     fn gbits(&self) -> Option<f64> {
         match self {
-            RunResult::Throughput { secs, per_channel, .. } => {
-                Some(gbits(per_channel.iter().sum(), *secs))
-            }
+            RunResult::Throughput {
+                secs, per_channel, ..
+            } => Some(gbits(per_channel.iter().sum(), *secs)),
             RunResult::Latency { .. } => None,
         }
     }
@@ -160,13 +171,24 @@ impl Report {
     pub fn print_summary(&self) {
         let base = self.baseline_gbits();
         println!();
-        println!("{:<44} {:>10} {:>8} {:>12}", "run", "Gbit/s", "vs raw", "CPU s/GB");
+        println!(
+            "{:<44} {:>10} {:>8} {:>12}",
+            "run", "Gbit/s", "vs raw", "CPU s/GB"
+        );
         for r in &self.runs {
             match r {
-                RunResult::Throughput { name, secs, per_channel, channels, .. } => {
+                RunResult::Throughput {
+                    name,
+                    secs,
+                    per_channel,
+                    channels,
+                    ..
+                } => {
                     let g = r.gbits().unwrap_or(0.0);
                     let ratio = base.map_or("-".to_string(), |b| format!("{:.2}x", g / b));
-                    let cpu = r.cpu_per_gb().map_or("-".to_string(), |c| format!("{c:.3}"));
+                    let cpu = r
+                        .cpu_per_gb()
+                        .map_or("-".to_string(), |c| format!("{c:.3}"));
                     println!("{name:<44} {g:>10.2} {ratio:>8} {cpu:>12}");
                     if *channels > 1 {
                         let min = per_channel.iter().min().copied().unwrap_or(0);
@@ -197,7 +219,14 @@ impl Report {
             .runs
             .iter()
             .map(|r| match r {
-                RunResult::Throughput { name, channels, secs, per_channel, intervals, cpu_secs } => {
+                RunResult::Throughput {
+                    name,
+                    channels,
+                    secs,
+                    per_channel,
+                    intervals,
+                    cpu_secs,
+                } => {
                     let g = r.gbits().unwrap_or(0.0);
                     json!({
                         "kind": "throughput",

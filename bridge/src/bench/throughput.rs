@@ -49,14 +49,22 @@ pub async fn run(bridge: &Bridge, args: &BenchArgs, p: usize) -> anyhow::Result<
                 .open(ChannelKind::Stream, args.class, SVC_SINK)
                 .await
                 .context("opening a bench channel")?;
-            flows.push(Arc::new(Flow { ch: Arc::new(ch), bytes: AtomicU64::new(0), sending: true }));
+            flows.push(Arc::new(Flow {
+                ch: Arc::new(ch),
+                bytes: AtomicU64::new(0),
+                sending: true,
+            }));
         }
         if backward {
             let ch = bridge
                 .open(ChannelKind::Stream, args.class, SVC_SOURCE)
                 .await
                 .context("opening a bench channel")?;
-            flows.push(Arc::new(Flow { ch: Arc::new(ch), bytes: AtomicU64::new(0), sending: false }));
+            flows.push(Arc::new(Flow {
+                ch: Arc::new(ch),
+                bytes: AtomicU64::new(0),
+                sending: false,
+            }));
         }
     }
     let cpu0 = super::report::process_cpu_secs();
@@ -119,7 +127,10 @@ pub async fn run(bridge: &Bridge, args: &BenchArgs, p: usize) -> anyhow::Result<
     let elapsed = start.elapsed().as_secs_f64();
     let per_channel: Vec<u64> = flows.iter().map(|f| f.delivered()).collect();
     Ok(RunResult::throughput(
-        format!("tbbridge, {p} stream channel{}", if p == 1 { "" } else { "s" }),
+        format!(
+            "tbbridge, {p} stream channel{}",
+            if p == 1 { "" } else { "s" }
+        ),
         p,
         elapsed,
         per_channel,
@@ -151,7 +162,10 @@ pub async fn source(ch: Channel) -> std::io::Result<()> {
             .map(u64::from_le_bytes)
     };
     let (Some(us), Some(len)) = (field(0), field(1)) else {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad bench.source request"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad bench.source request",
+        ));
     };
     // Bounded, whatever the peer asked for.
     let dur = Duration::from_micros(us.min(3_600_000_000));

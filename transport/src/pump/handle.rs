@@ -40,7 +40,10 @@ fn gone(st: &State, id: ChannelId) -> io::Error {
             io::ErrorKind::ConnectionReset,
             format!("channel {id} reset ({why:?})"),
         ),
-        None => io::Error::new(io::ErrorKind::NotConnected, format!("channel {id} is closed")),
+        None => io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("channel {id} is closed"),
+        ),
     }
 }
 
@@ -251,7 +254,12 @@ impl Bridge {
     }
 
     /// Opens a channel to `service` on the peer and waits for its answer.
-    pub async fn open(&self, kind: ChannelKind, class: Class, service: &str) -> io::Result<Channel> {
+    pub async fn open(
+        &self,
+        kind: ChannelKind,
+        class: Class,
+        service: &str,
+    ) -> io::Result<Channel> {
         let (tx, rx) = oneshot::channel();
         let ch = {
             let mut st = self.shared().lock();
@@ -275,7 +283,10 @@ impl Bridge {
                     RejectReason::NoService => io::ErrorKind::ConnectionRefused,
                     _ => io::ErrorKind::ConnectionReset,
                 };
-                Err(io::Error::new(kind, format!("open of {service:?} refused: {why:?}")))
+                Err(io::Error::new(
+                    kind,
+                    format!("open of {service:?} refused: {why:?}"),
+                ))
             }
             Err(_) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "bridge stopped")),
         }

@@ -155,7 +155,11 @@ impl Bridge {
     }
 
     /// Starts a bridge on a device named by a [`DeviceSpec`](crate::DeviceSpec).
-    pub fn on_device(spec: crate::DeviceSpec, opts: device::OpenOptions, cfg: SessionConfig) -> Bridge {
+    pub fn on_device(
+        spec: crate::DeviceSpec,
+        opts: device::OpenOptions,
+        cfg: SessionConfig,
+    ) -> Bridge {
         let opener: Opener = Arc::new(move || {
             let spec = spec.clone();
             let opts = opts.clone();
@@ -267,7 +271,10 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
             }
         };
         backoff = REOPEN_BACKOFF_MIN;
-        shared.lock().session.handle_link_up(Instant::now().into_std());
+        shared
+            .lock()
+            .session
+            .handle_link_up(Instant::now().into_std());
         let end = run_link(&shared, &dev).await;
         {
             let mut st = shared.lock();

@@ -6,8 +6,7 @@ use bytes::Bytes;
 
 use super::channel::{ChanState, Channel};
 use super::{
-    ChannelError, ChannelId, ChannelKind, Class, CloseState, Recv, RejectReason, SendError,
-    Session,
+    ChannelError, ChannelId, ChannelKind, Class, CloseState, Recv, RejectReason, SendError, Session,
 };
 use crate::wire::{Record, MAX_SERVICE_NAME};
 
@@ -115,7 +114,11 @@ impl Session {
     pub fn send(&mut self, id: ChannelId, mut data: Bytes) -> Result<usize, SendError> {
         let limit = self.cfg.stream_window;
         let ch = self.check_send(id, ChannelKind::Stream)?;
-        let cap = if ch.peer_window > 0 { ch.peer_window } else { limit };
+        let cap = if ch.peer_window > 0 {
+            ch.peer_window
+        } else {
+            limit
+        };
         let room = cap.saturating_sub(ch.send_buffered()) as usize;
         if room == 0 && !data.is_empty() {
             ch.blocked = true;
@@ -137,7 +140,11 @@ impl Session {
     pub fn send_message(&mut self, id: ChannelId, msg: Bytes) -> Result<(), SendError> {
         let limit = self.cfg.message_window;
         let ch = self.check_send(id, ChannelKind::Message)?;
-        let cap = if ch.peer_window > 0 { ch.peer_window } else { limit };
+        let cap = if ch.peer_window > 0 {
+            ch.peer_window
+        } else {
+            limit
+        };
         // A message takes its length plus one unit for its end.
         let units = msg.len() as u64 + 1;
         if units > cap {

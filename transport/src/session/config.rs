@@ -85,7 +85,9 @@ impl SessionConfig {
     pub(crate) fn sanitized(mut self) -> Self {
         self.max_batch_body = self.max_batch_body.clamp(4096, MAX_BATCH_BODY);
         let max_chunk = MAX_RECORD_LEN - RECORD_HEADER_LEN - 64;
-        self.max_chunk = self.max_chunk.clamp(512, max_chunk.min(self.max_batch_body / 2));
+        self.max_chunk = self
+            .max_chunk
+            .clamp(512, max_chunk.min(self.max_batch_body / 2));
         self.max_transmit = self.max_transmit.max(self.max_batch_body);
         self.stream_window = self.stream_window.clamp(4096, u64::from(u32::MAX));
         self.message_window = self.message_window.clamp(4096, u64::from(u32::MAX));

@@ -188,7 +188,10 @@ impl Session {
             Record::OpenOk { chan, window } => self.on_open_ok(ChannelId(chan), u64::from(window)),
             Record::OpenReject { chan, reason } => {
                 let id = ChannelId(chan);
-                if self.lookup(id)?.is_some_and(|c| c.state == ChanState::Opening) {
+                if self
+                    .lookup(id)?
+                    .is_some_and(|c| c.state == ChanState::Opening)
+                {
                     self.remove_channel(id);
                     self.push_event(Event::Rejected(id, RejectReason::from_code(reason)));
                 }

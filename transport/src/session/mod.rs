@@ -63,8 +63,8 @@ use std::time::{Duration, Instant};
 
 pub use self::channel::ChannelStats;
 pub use self::config::SessionConfig;
-pub use crate::wire::{ChannelKind, Class};
 use crate::wire::{BatchDecoder, DecodeError, Record, TransmitBuilder};
+pub use crate::wire::{ChannelKind, Class};
 use channel::Channel;
 
 /// A channel, as seen by this side. Bit 0 is set for channels the peer

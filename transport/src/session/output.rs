@@ -196,7 +196,9 @@ impl Session {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        min(self.close_deadline.filter(|_| self.close != CloseState::Closed));
+        min(self
+            .close_deadline
+            .filter(|_| self.close != CloseState::Closed));
         match self.link {
             LinkState::Down => {}
             LinkState::Handshaking => min(self.hello_due),

@@ -89,7 +89,10 @@ fn handshake_then_stream_with_awkward_reads() {
     let got = transfer(&mut p, a, b, &data);
     assert_eq!(got.len(), data.len());
     assert!(got == data[..], "bytes differ");
-    assert_eq!(p.b.channel_stats(b).map(|s| s.bytes_rx), Some(data.len() as u64));
+    assert_eq!(
+        p.b.channel_stats(b).map(|s| s.bytes_rx),
+        Some(data.len() as u64)
+    );
 }
 
 #[test]
@@ -97,8 +100,14 @@ fn reads_split_at_every_boundary() {
     // Every prefix length of a small exchange, delivered in two pieces.
     let mut base = Pair::new(SessionConfig::default(), 9);
     base.drive().expect("handshake");
-    let a = base.a.open(ChannelKind::Message, Class::Latency, "rpc").expect("open");
-    let mut b_session = std::mem::replace(&mut base.b, Session::new(SessionConfig::default(), 5, base.now));
+    let a = base
+        .a
+        .open(ChannelKind::Message, Class::Latency, "rpc")
+        .expect("open");
+    let mut b_session = std::mem::replace(
+        &mut base.b,
+        Session::new(SessionConfig::default(), 5, base.now),
+    );
     let _ = &mut b_session;
     // Build A's bytes for the Open plus a message once, then replay them.
     let now = base.now;
@@ -182,7 +191,9 @@ fn many_channels_interleaved() {
     let chans: Vec<_> = (0..64)
         .map(|i| open(&mut p, ChannelKind::Stream, Class::Bulk, &format!("c{i}")))
         .collect();
-    let data: Vec<Bytes> = (0..64).map(|i| pattern(i as u8, 300_000 + i * 1000)).collect();
+    let data: Vec<Bytes> = (0..64)
+        .map(|i| pattern(i as u8, 300_000 + i * 1000))
+        .collect();
     for (i, (a, _)) in chans.iter().enumerate() {
         assert_eq!(p.a.send(*a, data[i].clone()).expect("send"), data[i].len());
         p.a.finish(*a).expect("finish");
@@ -214,7 +225,8 @@ fn small_messages_overtake_bulk() {
     // Fill the bulk channel's whole window, then queue one small message.
     let window = p.a.config().stream_window as usize;
     assert_eq!(p.a.send(bulk_a, pattern(1, window)).expect("send"), window);
-    p.a.send_message(rpc_a, Bytes::from_static(b"ping")).expect("msg");
+    p.a.send_message(rpc_a, Bytes::from_static(b"ping"))
+        .expect("msg");
     // The first transmit carries the message ahead of the bulk bytes.
     let now = p.now;
     let t = p.a.poll_transmit(now).expect("transmit");
@@ -232,9 +244,13 @@ fn small_messages_overtake_bulk() {
         p.b.recv_message(rpc_b).expect("recv"),
         Recv::Data(Bytes::from_static(b"ping"))
     );
-    p.a.send_message(rpc_a, Bytes::from_static(b"pong")).expect("msg");
+    p.a.send_message(rpc_a, Bytes::from_static(b"pong"))
+        .expect("msg");
     let t2 = p.a.poll_transmit(now).expect("transmit").to_vec();
-    let pos2 = t2.windows(4).position(|w| w == b"pong").expect("second message");
+    let pos2 = t2
+        .windows(4)
+        .position(|w| w == b"pong")
+        .expect("second message");
     assert!(pos2 < 200);
 }
 
@@ -257,11 +273,18 @@ fn bulk_does_not_starve_within_class() {
     let mut rx = BytesMut::from(&t.to_vec()[..]);
     p.b.handle_input(now, &mut rx).expect("input");
     let mut got = Vec::new();
-    assert!(drain_stream(&mut p.b, small_b, &mut got), "small channel waited for bulk");
+    assert!(
+        drain_stream(&mut p.b, small_b, &mut got),
+        "small channel waited for bulk"
+    );
     assert_eq!(got.len(), 100_000);
     let mut big_got = Vec::new();
     drain_stream(&mut p.b, big_b, &mut big_got);
-    assert!(big_got.len() < 1 << 20 && big_got.len() > 800_000, "{}", big_got.len());
+    assert!(
+        big_got.len() < 1 << 20 && big_got.len() > 800_000,
+        "{}",
+        big_got.len()
+    );
 }
 
 #[test]
@@ -295,7 +318,11 @@ fn corruption_is_a_link_fault_and_resume_loses_nothing() {
         }
         p.drive().expect("drive");
     }
-    assert!(got == data[..], "resumed stream differs ({} bytes)", got.len());
+    assert!(
+        got == data[..],
+        "resumed stream differs ({} bytes)",
+        got.len()
+    );
 }
 
 #[test]
@@ -310,7 +337,8 @@ fn resume_mid_transfer_both_directions() {
     p.b.send(b, back.clone()).expect("send");
     p.b.finish(b).expect("finish");
     for i in 0..20u8 {
-        p.a.send_message(ma, Bytes::from(vec![i; 1000 + usize::from(i)])).expect("msg");
+        p.a.send_message(ma, Bytes::from(vec![i; 1000 + usize::from(i)]))
+            .expect("msg");
     }
     // Half the bytes get across, then the cable is pulled.
     p.transmit();
@@ -351,7 +379,10 @@ fn peer_restart_resets_channels() {
     assert!(p
         .events_a
         .contains(&Event::Reset(a, ResetReason::PeerRestarted)));
-    assert_eq!(p.a.send(a, Bytes::from_static(b"x")), Err(SendError::UnknownChannel));
+    assert_eq!(
+        p.a.send(a, Bytes::from_static(b"x")),
+        Err(SendError::UnknownChannel)
+    );
     // New channels work with the new peer.
     let _ = open(&mut p, ChannelKind::Stream, Class::Normal, "again");
 }
@@ -381,14 +412,25 @@ fn goodbye_confirms_delivery() {
     p.a.send(a, data.clone()).expect("send");
     p.a.close(p.now);
     p.drive().expect("drive");
-    assert!(p.events_a.contains(&Event::Closed { clean: true }), "{:?}", p.events_a);
-    assert!(p.events_b.contains(&Event::Closed { clean: true }), "{:?}", p.events_b);
+    assert!(
+        p.events_a.contains(&Event::Closed { clean: true }),
+        "{:?}",
+        p.events_a
+    );
+    assert!(
+        p.events_b.contains(&Event::Closed { clean: true }),
+        "{:?}",
+        p.events_b
+    );
     assert!(p.a.is_closed() && p.b.is_closed());
     assert_eq!(p.a.unacked(a), Some(0));
     let mut got = Vec::new();
     drain_stream(&mut p.b, b, &mut got);
     assert!(got == data[..]);
-    assert_eq!(p.a.open(ChannelKind::Stream, Class::Normal, "x").err(), Some(api::OpenError::Closing));
+    assert_eq!(
+        p.a.open(ChannelKind::Stream, Class::Normal, "x").err(),
+        Some(api::OpenError::Closing)
+    );
 }
 
 #[test]
@@ -442,7 +484,10 @@ fn datagrams_drop_under_pressure_and_count() {
     let (a, b) = open(&mut p, ChannelKind::Datagram, Class::Normal, "tun");
     let mut accepted = 0;
     for i in 0..100u8 {
-        if p.a.send_datagram(a, Bytes::from(vec![i; 1500])).expect("send") {
+        if p.a
+            .send_datagram(a, Bytes::from(vec![i; 1500]))
+            .expect("send")
+        {
             accepted += 1;
         }
     }
@@ -452,7 +497,8 @@ fn datagrams_drop_under_pressure_and_count() {
     // Receiver does not read: its queue holds 20, the rest drop.
     for _ in 0..3 {
         for i in 0..10u8 {
-            p.a.send_datagram(a, Bytes::from(vec![i; 1500])).expect("send");
+            p.a.send_datagram(a, Bytes::from(vec![i; 1500]))
+                .expect("send");
         }
         p.drive().expect("drive");
     }
@@ -468,7 +514,9 @@ fn datagrams_drop_under_pressure_and_count() {
 #[test]
 fn unknown_service_is_rejected() {
     let mut p = connected(14);
-    let a = p.a.open(ChannelKind::Stream, Class::Normal, "nope").expect("open");
+    let a =
+        p.a.open(ChannelKind::Stream, Class::Normal, "nope")
+            .expect("open");
     p.drive().expect("drive");
     let b = p
         .events_b
@@ -480,8 +528,13 @@ fn unknown_service_is_rejected() {
         .expect("incoming");
     p.b.reject(b, RejectReason::NoService).expect("reject");
     p.drive().expect("drive");
-    assert!(p.events_a.contains(&Event::Rejected(a, RejectReason::NoService)));
-    assert_eq!(p.a.send(a, Bytes::from_static(b"x")), Err(SendError::UnknownChannel));
+    assert!(p
+        .events_a
+        .contains(&Event::Rejected(a, RejectReason::NoService)));
+    assert_eq!(
+        p.a.send(a, Bytes::from_static(b"x")),
+        Err(SendError::UnknownChannel)
+    );
 }
 
 /// Feeds hand-made records to a connected session.
@@ -565,7 +618,10 @@ fn hostile_inputs_are_rejected_without_panic() {
     });
     let mut buf = BytesMut::from(&t.finish().to_vec()[..]);
     let now = p.now;
-    assert!(matches!(p.a.handle_input(now, &mut buf), Err(SessionError::Protocol(_))));
+    assert!(matches!(
+        p.a.handle_input(now, &mut buf),
+        Err(SessionError::Protocol(_))
+    ));
 }
 
 #[test]
@@ -583,7 +639,9 @@ fn malformed_bytes_are_link_faults() {
     buf.extend_from_slice(&body);
     assert_eq!(
         p.b.handle_input(now, &mut buf),
-        Err(SessionError::Decode(crate::wire::DecodeError::UnknownType(0x7f)))
+        Err(SessionError::Decode(crate::wire::DecodeError::UnknownType(
+            0x7f
+        )))
     );
     // A record length running past its batch.
     body = vec![0x20, 0, 0, 0, 0xff, 0xff, 0, 0];
@@ -596,7 +654,9 @@ fn malformed_bytes_are_link_faults() {
     buf.extend_from_slice(&body);
     assert!(matches!(
         p.b.handle_input(now, &mut buf),
-        Err(SessionError::Decode(crate::wire::DecodeError::BadRecordLength { .. }))
+        Err(SessionError::Decode(
+            crate::wire::DecodeError::BadRecordLength { .. }
+        ))
     ));
     // An oversized batch is refused from its header alone.
     let head = crate::wire::BatchHeader {
@@ -607,7 +667,9 @@ fn malformed_bytes_are_link_faults() {
     let mut buf = BytesMut::from(&head[..]);
     assert!(matches!(
         p.b.handle_input(now, &mut buf),
-        Err(SessionError::Decode(crate::wire::DecodeError::BatchTooLong { .. }))
+        Err(SessionError::Decode(
+            crate::wire::DecodeError::BatchTooLong { .. }
+        ))
     ));
     let _ = RECORD_HEADER_LEN;
 }
@@ -625,7 +687,10 @@ fn open_storm_is_bounded_by_budget() {
     let mut refused = 0;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(p.a.open(ChannelKind::Stream, Class::Normal, &format!("s{i}")).ok());
+        ids.push(
+            p.a.open(ChannelKind::Stream, Class::Normal, &format!("s{i}"))
+                .ok(),
+        );
     }
     p.drive().expect("drive");
     for e in std::mem::take(&mut p.events_b) {
@@ -663,7 +728,8 @@ fn stale_bytes_before_hello_are_skipped() {
     buf.extend_from_slice(&crate::wire::MAGIC.to_le_bytes()); // a false start
     buf.extend_from_slice(&[0u8; 20]);
     buf.extend_from_slice(&hello_and_more);
-    p.b.handle_input(now, &mut buf).expect("garbage before Hello is skipped");
+    p.b.handle_input(now, &mut buf)
+        .expect("garbage before Hello is skipped");
     assert!(p.b.is_connected());
     assert!(p.b.stats().resync_bytes >= 10_000);
     // Once connected, garbage is a link fault again.

@@ -1,0 +1,467 @@
+//! `tbbridge up|down|status`: one daemon per cable, like `wg-quick`.
+//!
+//! `up` loads `/etc/tbbridge/NAME.toml`, creates the configfs stream if the
+//! config asks for one, starts the bridge on the device (which waits for the
+//! peer in the background: the interface comes up at once, carrier off
+//! until the peer answers), creates the TUN interface, runs the PostUp
+//! hooks and serves the control socket. It runs until `down`, SIGTERM or
+//! SIGINT, then runs PreDown, closes the session with a goodbye, removes the
+//! interface and the configfs stream.
+
+pub mod control;
+pub mod paths;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tbbridge_config::{Config, DeviceConfig};
+use tbbridge_transport::device::OpenOptions;
+use tbbridge_transport::pump::Bridge;
+use tbbridge_transport::{DeviceSpec, SessionConfig};
+use tokio::sync::mpsc;
+
+use crate::tun::{self, TunOptions, TunStats};
+use paths::InstancePaths;
+
+/// Where the config of an instance comes from.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Instance name (files, logs, default interface name).
+    pub name: String,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+impl Target {
+    /// `NAME` with an optional `--config PATH`.
+    pub fn new(name: &str, config: Option<PathBuf>) -> anyhow::Result<Self> {
+        paths::check_name(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            config: config.unwrap_or_else(|| tbbridge_config::path_for(name)),
+        })
+    }
+
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(tbbridge_config::load(&self.config)?)
+    }
+}
+
+/// `tbbridge check`: validates the config without touching the system.
+pub fn check(t: &Target) -> anyhow::Result<()> {
+    let cfg = t.load()?;
+    println!("{}: ok", t.config.display());
+    for w in cfg.warnings() {
+        println!("  warning: {w}");
+    }
+    println!("  device: {}", describe_device(&cfg.device));
+    if let Some(i) = &cfg.interface {
+        let addrs: Vec<String> = i.addresses.iter().map(ToString::to_string).collect();
+        println!(
+            "  interface: {} mtu {} [{}]",
+            i.name.as_str(),
+            i.mtu,
+            addrs.join(", ")
+        );
+    } else {
+        println!("  interface: none");
+    }
+    Ok(())
+}
+
+fn describe_device(d: &DeviceConfig) -> String {
+    match d {
+        DeviceConfig::Path(spec) => spec.to_string(),
+        DeviceConfig::Configfs(c) => format!("configfs stream {c}"),
+    }
+}
+
+/// `tbbridge up` without `--foreground`: starts the daemon detached and
+/// returns once its control socket answers (or it failed).
+pub fn up_detached(t: &Target) -> anyhow::Result<()> {
+    // Validate first so config errors show here, not in a log file.
+    t.load()?;
+    let p = InstancePaths::new(&t.name);
+    refuse_if_running(&p, &t.name)?;
+    std::fs::create_dir_all(paths::run_dir()).context("creating the runtime directory")?;
+    let log =
+        std::fs::File::create(&p.log).with_context(|| format!("creating {}", p.log.display()))?;
+    let exe = std::env::current_exe().context("finding the tbbridge executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg(&t.name)
+        .arg("--config")
+        .arg(&t.config)
+        .arg("--foreground")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our
+    // session so it outlives the terminal.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait()? {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            bail!("the daemon exited ({st}):\n{}", log.trim_end());
+        }
+        if control::request(&p.socket, "status", Duration::from_secs(1)).is_ok() {
+            println!(
+                "{} is up (pid {}, log {})",
+                t.name,
+                child.id(),
+                p.log.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "the daemon did not answer within 20 s; see {}",
+        p.log.display()
+    )
+}
+
+fn refuse_if_running(p: &InstancePaths, name: &str) -> anyhow::Result<()> {
+    if control::request(&p.socket, "status", Duration::from_secs(2)).is_ok() {
+        bail!("{name} is already up (tbbridge status {name}); run tbbridge down {name} first");
+    }
+    Ok(())
+}
+
+/// `tbbridge down`: asks the daemon to shut down and waits until it did.
+pub fn down(name: &str) -> anyhow::Result<()> {
+    paths::check_name(name)?;
+    let p = InstancePaths::new(name);
+    let pid = std::fs::read_to_string(&p.pid)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    match control::request(&p.socket, "down", Duration::from_secs(5)) {
+        Ok(_) => {}
+        Err(e) => {
+            let Some(pid) = pid else {
+                bail!("{name} is not up ({e:#})");
+            };
+            // No answer: fall back to SIGTERM (which runs the same path).
+            // SAFETY: plain kill(2) on a pid read from our own pid file.
+            if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+                bail!("{name} is not up (stale pid file {})", p.pid.display());
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let alive = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
+        if !alive && !p.socket.exists() {
+            println!("{name} is down");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{name} did not stop within 15 s")
+}
+
+/// `tbbridge status`: prints the status of one or all running instances.
+pub fn status(name: Option<&str>, as_json: bool) -> anyhow::Result<()> {
+    let names = match name {
+        Some(n) => {
+            paths::check_name(n)?;
+            vec![n.to_owned()]
+        }
+        None => paths::running_instances(),
+    };
+    let mut docs = Vec::new();
+    for n in &names {
+        let p = InstancePaths::new(n);
+        match control::request(&p.socket, "status", Duration::from_secs(5)) {
+            Ok(v) => docs.push(v),
+            Err(e) if name.is_some() => return Err(e.context(format!("{n} is not up"))),
+            Err(_) => {}
+        }
+    }
+    if as_json {
+        let out = if name.is_some() {
+            docs.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            Value::Array(docs)
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if docs.is_empty() {
+        println!("no tbbridge instance is up");
+    } else {
+        for d in &docs {
+            print_status(d);
+        }
+    }
+    Ok(())
+}
+
+fn print_status(d: &Value) {
+    let s = |k: &str| {
+        d.pointer(k)
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    println!("{}: pid {}, up {} s", s("/name"), s("/pid"), s("/uptime_s"));
+    println!("  device:    {}", s("/device"));
+    println!(
+        "  link:      {} (links up {}, resumed {}), rtt {} µs, peer {}",
+        if d.pointer("/link/connected").and_then(Value::as_bool) == Some(true) {
+            "connected"
+        } else {
+            "waiting for peer"
+        },
+        s("/link/links_up"),
+        s("/link/resumes"),
+        s("/link/rtt_us"),
+        s("/link/peer"),
+    );
+    if let Some(i) = d.get("interface").filter(|v| !v.is_null()) {
+        println!("  interface: {}", i);
+    }
+    if let Some(chs) = d.get("channels").and_then(Value::as_array) {
+        for c in chs {
+            println!("  channel {}", c);
+        }
+    }
+}
+
+/// `tbbridge up --foreground`: the daemon itself.
+pub fn up_foreground(t: &Target) -> anyhow::Result<()> {
+    let cfg = t.load()?;
+    let p = InstancePaths::new(&t.name);
+    refuse_if_running(&p, &t.name)?;
+    std::fs::create_dir_all(paths::run_dir()).context("creating the runtime directory")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_daemon(t, cfg, p))
+}
+
+async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for w in cfg.warnings() {
+        tracing::warn!("{}: {w}", t.config.display());
+    }
+    let mut session_cfg = SessionConfig::default();
+    cfg.session.apply(&mut session_cfg);
+
+    // The device: a path, or a configfs stream we create (and remove).
+    let mut configfs_stream = None;
+    let spec = match &cfg.device {
+        DeviceConfig::Path(spec) => spec.clone(),
+        DeviceConfig::Configfs(c) => {
+            let c2 = c.clone();
+            let created =
+                tokio::task::spawn_blocking(move || tbbridge_config::configfs::setup(&c2))
+                    .await?
+                    .with_context(|| format!("setting up configfs stream {c}"))?;
+            if created.link.is_known() {
+                tracing::info!("peer link: {}", created.link);
+            }
+            if let Some(w) = created.link.below_rate() {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                index = created.index,
+                "configfs stream ready: {}",
+                created.dev_path.display()
+            );
+            let spec = DeviceSpec::TbStream(created.dev_path.clone());
+            configfs_stream = Some((c.clone(), created));
+            spec
+        }
+    };
+    let bridge = Bridge::on_device(spec.clone(), OpenOptions::default(), session_cfg);
+
+    // The interface.
+    let tun_stats = Arc::new(TunStats::default());
+    let mut tun_task = None;
+    if let Some(i) = &cfg.interface {
+        let opts = tun_options(i);
+        let dev = tun::TunDevice::create(&opts)
+            .with_context(|| format!("creating interface {}", i.name))?;
+        tun_task = Some(tokio::spawn(tun::run(
+            bridge.clone(),
+            dev,
+            tun_stats.clone(),
+        )));
+        add_gateway_routes(i).await?;
+        run_hooks("PostUp", &i.post_up, i.name.as_str()).await;
+    }
+
+    // Control socket and pid file, last: `up` returns when they answer.
+    let _ = std::fs::remove_file(&p.socket);
+    let listener = tokio::net::UnixListener::bind(&p.socket)
+        .with_context(|| format!("binding {}", p.socket.display()))?;
+    set_mode(&p.socket, 0o600);
+    std::fs::write(&p.pid, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", p.pid.display()))?;
+    let (tx, mut rx) = mpsc::channel(16);
+    let ctl = tokio::spawn(control::serve(listener, tx));
+    tracing::info!(name = %t.name, device = %spec, "up");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            req = rx.recv() => match req {
+                Some(control::Request::Status(reply)) => {
+                    let _ = reply.send(status_doc(t, &cfg, &spec, &bridge, &tun_stats, started));
+                }
+                Some(control::Request::Down) | None => break,
+            },
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!(name = %t.name, "going down");
+    ctl.abort();
+    let _ = std::fs::remove_file(&p.socket);
+    if let Some(i) = &cfg.interface {
+        run_hooks("PreDown", &i.pre_down, i.name.as_str()).await;
+    }
+    let clean = tokio::time::timeout(Duration::from_secs(5), bridge.close())
+        .await
+        .unwrap_or(false);
+    tracing::info!(clean, "session closed");
+    if let Some(task) = tun_task {
+        task.abort();
+        let _ = task.await;
+    }
+    if let Some((c, created)) = configfs_stream {
+        if let Err(e) = tbbridge_config::configfs::teardown(&c, &created) {
+            tracing::warn!("removing configfs stream {c}: {e}");
+        }
+    }
+    let _ = std::fs::remove_file(&p.pid);
+    Ok(())
+}
+
+/// The TUN front-end's options from the `[interface]` section.
+fn tun_options(i: &tbbridge_config::InterfaceConfig) -> TunOptions {
+    TunOptions {
+        name: i.name.as_str().to_owned(),
+        addresses: i.addresses.iter().map(|p| (p.addr, p.len)).collect(),
+        mtu: u32::from(i.mtu),
+        routes: i
+            .routes
+            .iter()
+            .filter(|r| r.via.is_none())
+            .map(|r| (r.to.addr, r.to.len))
+            .collect(),
+        offload: i.offload,
+        queues: usize::from(i.queues),
+    }
+}
+
+/// Routes with a gateway (`via`) go in with `ip route`, after the
+/// interface has its addresses.
+async fn add_gateway_routes(i: &tbbridge_config::InterfaceConfig) -> anyhow::Result<()> {
+    for r in i.routes.iter().filter(|r| r.via.is_some()) {
+        let (to, via) = (
+            r.to.to_string(),
+            r.via.map(|v| v.to_string()).unwrap_or_default(),
+        );
+        let out = tokio::process::Command::new("ip")
+            .args(["route", "replace", &to, "via", &via, "dev", i.name.as_str()])
+            .output()
+            .await
+            .context("running ip route")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip route replace {to} via {via} dev {}: {}",
+            i.name.as_str(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// Runs hook commands with `sh -c`, `TBBRIDGE_IFNAME` set; failures are
+/// logged, not fatal (as wg-quick's are not for PreDown).
+async fn run_hooks(kind: &str, cmds: &[String], ifname: &str) {
+    for c in cmds {
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .env("TBBRIDGE_IFNAME", ifname)
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => tracing::info!("{kind} `{c}`: ok"),
+            Ok(o) => tracing::warn!(
+                "{kind} `{c}` failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => tracing::warn!("{kind} `{c}`: {e}"),
+        }
+    }
+}
+
+fn status_doc(
+    t: &Target,
+    cfg: &Config,
+    spec: &DeviceSpec,
+    bridge: &Bridge,
+    tun_stats: &TunStats,
+    started: Instant,
+) -> Value {
+    let link = *bridge.status().borrow();
+    let st = bridge.stats();
+    let channels: Vec<Value> = bridge
+        .channel_stats()
+        .into_iter()
+        .map(|(id, svc, s)| {
+            json!({
+                "id": id.to_string(), "service": svc,
+                "bytes_tx": s.bytes_tx, "bytes_rx": s.bytes_rx,
+                "frames_tx": s.records_tx, "frames_rx": s.records_rx,
+                "drops": s.drops, "bytes_retransmitted": s.bytes_retransmitted,
+            })
+        })
+        .collect();
+    json!({
+        "name": t.name,
+        "pid": std::process::id(),
+        "config": t.config,
+        "uptime_s": started.elapsed().as_secs(),
+        "device": spec.to_string(),
+        "link": {
+            "connected": link.connected,
+            "links_up": link.links_up,
+            "resumes": link.resumes,
+            "rtt_us": st.rtt.map(|d| d.as_micros() as u64),
+            "peer": bridge.peer_id().map(|p| format!("{p:016x}")),
+        },
+        "session": {
+            "bytes_tx": st.bytes_tx, "bytes_rx": st.bytes_rx,
+            "batches_tx": st.batches_tx, "batches_rx": st.batches_rx,
+            "writes": st.transmits, "corrupt_batches": st.corrupt_batches,
+            "dgram_drops": st.dgram_drops,
+        },
+        "interface": cfg.interface.as_ref().map(|i| json!({
+            "name": i.name.as_str(),
+            "mtu": i.mtu,
+            "stats": tun_stats.to_json(),
+        })),
+        "channels": channels,
+    })
+}
