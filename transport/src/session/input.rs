@@ -43,12 +43,20 @@ impl Session {
         self.link = LinkState::Down;
         self.decoder.reset();
         let _ = self.builder.finish();
-        self.ctrl.clear();
+        // Everything queued is re-derived on the next handshake (opens,
+        // answers, credit: see `resume_channel`), except aborts: a channel
+        // we reset is gone here, so only its Reset can tell the peer.
+        self.ctrl.retain(|r| matches!(r, Record::Reset { .. }));
+        self.window_dirty.clear();
+        for c in self.channels.values_mut() {
+            c.window_dirty = false;
+        }
         self.hello_due = None;
         self.hello_reply = false;
         self.ping_out = None;
         self.pong_due = None;
         self.unacked_rx.clear();
+        self.ack_due = None;
         for c in self.channels.values_mut() {
             c.ack_owed = false;
             // Datagrams are not worth delivering late.
@@ -101,16 +109,6 @@ impl Session {
                 let rec = rec?;
                 self.stats.records_rx += 1;
                 self.handle_record(now, rec)?;
-            }
-        }
-        if buf.is_empty() {
-            // The sender paused: acknowledge what arrived, so its buffers
-            // are freed and a goodbye can confirm delivery without waiting
-            // for a window's worth of traffic.
-            while let Some(id) = self.unacked_rx.pop_front() {
-                if self.channels.get(&id.0).is_some_and(|c| c.ack_owed) {
-                    self.mark_window(id);
-                }
             }
         }
         Ok(())
@@ -200,6 +198,12 @@ impl Session {
             Record::Close { chan, final_offset } => self.on_close(ChannelId(chan), final_offset),
             Record::Reset { chan, .. } => {
                 let id = ChannelId(chan);
+                if id.is_remote() && id.0 > self.max_remote {
+                    // The peer aborted a channel whose Open we never got
+                    // (lost with a link): nothing to do.
+                    self.stats.stale_records += 1;
+                    return Ok(());
+                }
                 if self.lookup(id)?.is_some() {
                     self.remove_channel(id);
                     self.push_event(Event::Reset(id, ResetReason::Peer));
@@ -211,7 +215,7 @@ impl Session {
                 offset,
                 end,
                 payload,
-            } => self.on_data(ChannelId(chan), offset, end, payload),
+            } => self.on_data(now, ChannelId(chan), offset, end, payload),
             Record::Dgram { chan, payload } => self.on_dgram(ChannelId(chan), payload),
             Record::Window {
                 chan,
@@ -247,20 +251,35 @@ impl Session {
         self.seen_peer_hello = true;
         self.hello_due = None;
         let resumed = self.peer_id == Some(session_id) && resume_of == self.local_id;
+        let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
         if resumed {
             self.stats.resumes += 1;
-            let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
             for id in ids {
                 self.resume_channel(id);
             }
         } else if self.peer_id.is_some() {
-            // A different peer session: nothing it knows of ours survives.
-            let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
+            // A different peer session: nothing it knows of ours survives,
+            // and nothing queued for the old one may reach the new one.
+            self.ctrl.clear();
+            self.window_dirty.clear();
+            self.unacked_rx.clear();
             for id in ids {
                 self.remove_channel(id);
                 self.push_event(Event::Reset(id, ResetReason::PeerRestarted));
             }
             self.max_remote = 0;
+        } else {
+            // First handshake: opens made before it may have been dropped
+            // with an earlier link; announce those again.
+            for id in ids {
+                let queued = self
+                    .ctrl
+                    .iter()
+                    .any(|r| matches!(r, Record::Open { chan, .. } if *chan == id.peer_view()));
+                if !queued {
+                    self.resume_channel(id);
+                }
+            }
         }
         self.peer_id = Some(session_id);
         self.push_event(Event::Connected { resumed });
@@ -399,6 +418,11 @@ impl Session {
         if c.released {
             c.fin_delivered = true;
         }
+        // The sender is done: acknowledge at once, not after the delay.
+        let ack_now = c.reliable() && c.ack_owed;
+        if ack_now {
+            self.mark_window(id);
+        }
         self.signal_readable(id);
         self.maybe_gc(id);
         Ok(())
@@ -406,6 +430,7 @@ impl Session {
 
     fn on_data(
         &mut self,
+        now: Instant,
         id: ChannelId,
         offset: u64,
         end: bool,
@@ -460,7 +485,12 @@ impl Session {
         let want_window = c.wants_window();
         let readable = !c.recv_queue.is_empty();
         if newly_owed {
+            // Delayed acknowledgement: bytes below the window thresholds
+            // are acknowledged within `ack_delay` (frees the sender's
+            // buffer, lets a goodbye confirm delivery) without a Window
+            // per message of a request/response exchange.
             self.unacked_rx.push_back(id);
+            self.ack_due.get_or_insert(now + self.cfg.ack_delay);
         }
         if want_window {
             self.mark_window(id);

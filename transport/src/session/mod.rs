@@ -56,6 +56,8 @@ mod config;
 mod input;
 mod output;
 #[cfg(test)]
+mod regressions;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
@@ -331,6 +333,8 @@ pub struct Session {
     window_dirty: VecDeque<ChannelId>,
     /// Channels that received data since their last acknowledgement.
     unacked_rx: VecDeque<ChannelId>,
+    /// When the delayed acknowledgement of `unacked_rx` is due.
+    ack_due: Option<Instant>,
     /// Channels with something to send, per class.
     active: [VecDeque<ChannelId>; 3],
     /// Records served from higher classes while a lower one waited.
@@ -376,6 +380,7 @@ impl Session {
             ctrl: VecDeque::new(),
             window_dirty: VecDeque::new(),
             unacked_rx: VecDeque::new(),
+            ack_due: None,
             active: Default::default(),
             streak: 0,
             events: VecDeque::new(),

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::channel::ChanState;
-use super::{ChannelId, ChannelKind, Class, CloseState, LinkState, Session, SessionError};
+use super::{ChannelKind, Class, CloseState, LinkState, Session, SessionError};
 use crate::wire::{Record, Transmit, VERSION};
 
 /// Capability bits this build announces (none defined yet).
@@ -180,11 +180,13 @@ impl Session {
         first
     }
 
+    /// Everything the application queued went out (a channel still
+    /// waiting for its `OpenOk` counts as pending: its data is owed too).
     fn nothing_pending(&self) -> bool {
         self.ctrl.is_empty()
+            && self.window_dirty.is_empty()
             && self.channels.values().all(|c| {
-                c.dgrams.is_empty()
-                    && (c.state != ChanState::Open || c.pending.iter().all(|p| p.data.is_empty()))
+                c.dgrams.is_empty() && c.pending.is_empty() && !(c.fin_queued && !c.fin_sent)
             })
     }
 
@@ -203,6 +205,7 @@ impl Session {
             LinkState::Down => {}
             LinkState::Handshaking => min(self.hello_due),
             LinkState::Up => {
+                min(self.ack_due);
                 min(Some(self.ping_due));
                 min(Some(self.last_rx + self.cfg.idle_timeout));
             }
@@ -218,6 +221,14 @@ impl Session {
         {
             self.finish_close(false);
         }
+        if self.ack_due.is_some_and(|d| d <= now) {
+            self.ack_due = None;
+            while let Some(id) = self.unacked_rx.pop_front() {
+                if self.channels.get(&id.0).is_some_and(|c| c.ack_owed) {
+                    self.mark_window(id);
+                }
+            }
+        }
         if self.link == LinkState::Up {
             let silent = now.saturating_duration_since(self.last_rx);
             if silent >= self.cfg.idle_timeout {
@@ -231,10 +242,5 @@ impl Session {
     pub fn ping(&mut self, now: Instant) {
         self.ping_due = now;
         self.ping_out = None;
-    }
-
-    #[allow(dead_code)]
-    fn channel_ids(&self) -> Vec<ChannelId> {
-        self.channels.keys().map(|k| ChannelId(*k)).collect()
     }
 }
