@@ -186,7 +186,7 @@ impl Session {
         self.ctrl.is_empty()
             && self.window_dirty.is_empty()
             && self.channels.values().all(|c| {
-                c.dgrams.is_empty() && c.pending.is_empty() && !(c.fin_queued && !c.fin_sent)
+                c.dgrams.is_empty() && c.pending.is_empty() && (c.fin_sent || !c.fin_queued)
             })
     }
 
