@@ -67,6 +67,16 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Up { .. } | Cmd::Cable(_) | Cmd::Demo(_)) {
+        // Short-lived commands die quietly when their output pipe closes
+        // (`tbbridge status --json | grep -q ...`), as CLI tools do. The
+        // daemons keep Rust's default (SIGPIPE ignored): a peer closing a
+        // socket must never kill them.
+        // SAFETY: resetting a signal disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.cmd {
         Cmd::Cable(c) => cable::run(c),
         Cmd::Bench(b) => bench::run(b),
