@@ -34,6 +34,13 @@ use tbbridge_transport::session::{
 };
 use tbbridge_transport::sim::{Pair, Side};
 
+#[path = "session_ops/params.rs"]
+mod params;
+#[path = "session_ops/pattern.rs"]
+mod pattern;
+use params::Params;
+use pattern::{check_pattern, dgram_bytes, pattern_bytes, seed_of};
+
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 enum S {
     A,
@@ -81,45 +88,6 @@ impl Size {
             Size::Tiny(n) => usize::from(n),
             Size::Small(n) => usize::from(n),
             Size::Chunks(n) => usize::from(n % 9) * 65_536 + usize::from(n),
-        }
-    }
-}
-
-/// Session tunables, kept small so flow control, batching and the
-/// budget limits are exercised.
-#[derive(Arbitrary, Debug)]
-struct Params {
-    seed: u64,
-    max_read: u16,
-    stream_window: u32,
-    message_window: u32,
-    max_batch_body: u32,
-    max_chunk: u32,
-    inline_limit: u16,
-    max_transmit: u32,
-    dgram_queue: u32,
-    recv_budget: Option<u32>,
-    max_channels: u8,
-    starvation_limit: u8,
-}
-
-impl Params {
-    fn config(&self) -> SessionConfig {
-        let d = SessionConfig::default();
-        SessionConfig {
-            stream_window: u64::from(self.stream_window % (4 << 20)),
-            message_window: u64::from(self.message_window % (4 << 20)),
-            min_window: 4096,
-            max_batch_body: self.max_batch_body as usize % (1 << 20),
-            max_chunk: self.max_chunk as usize % (256 << 10),
-            inline_limit: usize::from(self.inline_limit),
-            max_transmit: self.max_transmit as usize % (16 << 20),
-            dgram_send_queue: self.dgram_queue as usize % (1 << 20),
-            dgram_recv_queue: (self.dgram_queue >> 8) as usize % (1 << 20),
-            recv_budget: self.recv_budget.map_or(d.recv_budget, u64::from),
-            max_channels: usize::from(self.max_channels) + 1,
-            starvation_limit: u32::from(self.starvation_limit),
-            ..d
         }
     }
 }
@@ -193,56 +161,6 @@ struct Chan {
     key: Key,
     /// Both sides agreed (opener: `Opened` came; acceptor: accepted).
     open: bool,
-}
-
-fn seed_of(key: Key, sender: usize) -> u64 {
-    let mut x = (u64::from(key.gen) << 40)
-        ^ ((key.opener as u64) << 36)
-        ^ ((sender as u64) << 34)
-        ^ u64::from(key.id);
-    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^ (x >> 29)
-}
-
-fn word(seed: u64, i: u64) -> u64 {
-    let mut x = seed ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 29)
-}
-
-/// The byte at `off` of a flow's sequence.
-fn pattern(seed: u64, off: u64) -> u8 {
-    (word(seed, off >> 3) >> ((off & 7) * 8)) as u8
-}
-
-fn pattern_bytes(seed: u64, off: u64, len: usize) -> Bytes {
-    let mut v = Vec::with_capacity(len);
-    let mut o = off;
-    while v.len() < len {
-        let w = word(seed, o >> 3).to_le_bytes();
-        let start = (o & 7) as usize;
-        let take = (8 - start).min(len - v.len());
-        v.extend_from_slice(&w[start..start + take]);
-        o += take as u64;
-    }
-    Bytes::from(v)
-}
-
-fn check_pattern(seed: u64, off: u64, data: &[u8], what: &str) {
-    for (i, &b) in data.iter().enumerate() {
-        let o = off + i as u64;
-        assert_eq!(b, pattern(seed, o), "{what}: wrong byte at offset {o}");
-    }
-}
-
-/// Datagrams carry their sequence number (the first 8 bytes) since some
-/// may be dropped.
-fn dgram_bytes(seed: u64, seq: u64, len: usize) -> Bytes {
-    let len = len.max(8);
-    let mut v = seq.to_le_bytes().to_vec();
-    v.extend_from_slice(&pattern_bytes(seed, seq << 32, len - 8));
-    Bytes::from(v)
 }
 
 /// Flips at most this many bits per link: CRC32C detects any 3-bit error

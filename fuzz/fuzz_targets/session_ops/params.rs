@@ -1,0 +1,43 @@
+//! Session tunables chosen by the fuzzer.
+
+use arbitrary::Arbitrary;
+use tbbridge_transport::session::SessionConfig;
+
+/// Session tunables, kept small so flow control, batching and the
+/// budget limits are exercised.
+#[derive(Arbitrary, Debug)]
+pub struct Params {
+    pub seed: u64,
+    pub max_read: u16,
+    pub stream_window: u32,
+    pub message_window: u32,
+    pub max_batch_body: u32,
+    pub max_chunk: u32,
+    pub inline_limit: u16,
+    pub max_transmit: u32,
+    pub dgram_queue: u32,
+    pub recv_budget: Option<u32>,
+    pub max_channels: u8,
+    pub starvation_limit: u8,
+}
+
+impl Params {
+    pub fn config(&self) -> SessionConfig {
+        let d = SessionConfig::default();
+        SessionConfig {
+            stream_window: u64::from(self.stream_window % (4 << 20)),
+            message_window: u64::from(self.message_window % (4 << 20)),
+            min_window: 4096,
+            max_batch_body: self.max_batch_body as usize % (1 << 20),
+            max_chunk: self.max_chunk as usize % (256 << 10),
+            inline_limit: usize::from(self.inline_limit),
+            max_transmit: self.max_transmit as usize % (16 << 20),
+            dgram_send_queue: self.dgram_queue as usize % (1 << 20),
+            dgram_recv_queue: (self.dgram_queue >> 8) as usize % (1 << 20),
+            recv_budget: self.recv_budget.map_or(d.recv_budget, u64::from),
+            max_channels: usize::from(self.max_channels) + 1,
+            starvation_limit: u32::from(self.starvation_limit),
+            ..d
+        }
+    }
+}
