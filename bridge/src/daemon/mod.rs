@@ -133,6 +133,17 @@ pub fn up_detached(t: &Target) -> anyhow::Result<()> {
     )
 }
 
+/// Is `pid` a `tbbridge up NAME` process? (A stale pid file may name an
+/// unrelated process after a crash and pid reuse: never signal that.)
+fn is_our_daemon(pid: i32, name: &str) -> bool {
+    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+    let exe_ok = args.first().is_some_and(|a| a.ends_with(b"tbbridge"));
+    exe_ok && args.iter().any(|a| *a == b"up") && args.iter().any(|a| *a == name.as_bytes())
+}
+
 fn refuse_if_running(p: &InstancePaths, name: &str) -> anyhow::Result<()> {
     if control::request(&p.socket, "status", Duration::from_secs(2)).is_ok() {
         bail!("{name} is already up (tbbridge status {name}); run tbbridge down {name} first");
@@ -150,7 +161,7 @@ pub fn down(name: &str) -> anyhow::Result<()> {
     match control::request(&p.socket, "down", Duration::from_secs(5)) {
         Ok(_) => {}
         Err(e) => {
-            let Some(pid) = pid else {
+            let Some(pid) = pid.filter(|p| is_our_daemon(*p, name)) else {
                 bail!("{name} is not up ({e:#})");
             };
             // No answer: fall back to SIGTERM (which runs the same path).
@@ -259,7 +270,9 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
     cfg.session.apply(&mut session_cfg);
 
     // The device: a path, or a configfs stream we create (and remove).
-    let mut configfs_stream = None;
+    // Removed on every way out of here (errors included): a stream left
+    // behind keeps its HopIDs.
+    let mut configfs_stream = StreamGuard(None);
     let spec = match &cfg.device {
         DeviceConfig::Path(spec) => spec.clone(),
         DeviceConfig::Configfs(c) => {
@@ -280,7 +293,7 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
                 created.dev_path.display()
             );
             let spec = DeviceSpec::TbStream(created.dev_path.clone());
-            configfs_stream = Some((c.clone(), created));
+            configfs_stream.0 = Some((c.clone(), created));
             spec
         }
     };
@@ -340,11 +353,7 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         task.abort();
         let _ = task.await;
     }
-    if let Some((c, created)) = configfs_stream {
-        if let Err(e) = tbbridge_config::configfs::teardown(&c, &created) {
-            tracing::warn!("removing configfs stream {c}: {e}");
-        }
-    }
+    drop(configfs_stream);
     let _ = std::fs::remove_file(&p.pid);
     Ok(())
 }
@@ -387,6 +396,24 @@ async fn add_gateway_routes(i: &tbbridge_config::InterfaceConfig) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// The configfs stream this daemon created, removed when dropped.
+struct StreamGuard(
+    Option<(
+        tbbridge_config::ConfigfsStream,
+        tbbridge_config::configfs::CreatedStream,
+    )>,
+);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some((c, created)) = self.0.take() {
+            if let Err(e) = tbbridge_config::configfs::teardown(&c, &created) {
+                tracing::warn!("removing configfs stream {c}: {e}");
+            }
+        }
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) {

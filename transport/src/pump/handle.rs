@@ -24,6 +24,10 @@ pub struct Channel {
     id: ChannelId,
     kind: ChannelKind,
     detached: bool,
+    /// The session this channel belongs to (`State::generation`): after
+    /// the peer's goodbye the pump starts a new session whose channel ids
+    /// start over, and old handles must not touch its channels.
+    generation: u64,
 }
 
 /// Incoming channels for one service name.
@@ -32,6 +36,13 @@ pub struct Listener {
     shared: Arc<Shared>,
     service: String,
     rx: mpsc::Receiver<Channel>,
+}
+
+fn stale() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the session of this channel ended (the peer said goodbye)",
+    )
 }
 
 fn gone(st: &State, id: ChannelId) -> io::Error {
@@ -65,8 +76,9 @@ fn chan_error(st: &State, id: ChannelId, e: ChannelError) -> io::Error {
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, id: ChannelId, session: &Session) -> Self {
-        let kind = session
+    pub(crate) fn new(shared: Arc<Shared>, id: ChannelId, st: &State) -> Self {
+        let kind = st
+            .session
             .channels()
             .find(|(c, ..)| *c == id)
             .map_or(ChannelKind::Stream, |(_, k, ..)| k);
@@ -75,7 +87,17 @@ impl Channel {
             id,
             kind,
             detached: false,
+            generation: st.generation,
         }
+    }
+
+    /// Locks the bridge state, or fails if this channel's session ended.
+    fn state(&self) -> io::Result<std::sync::MutexGuard<'_, State>> {
+        let st = self.shared.lock();
+        if st.generation != self.generation {
+            return Err(stale());
+        }
+        Ok(st)
     }
 
     /// Drops the handle without touching the session (the caller holds the
@@ -98,7 +120,10 @@ impl Channel {
     /// needed. No copy: the bytes are referenced until acknowledged.
     pub async fn send(&self, mut data: Bytes) -> io::Result<()> {
         poll_fn(|cx| {
-            let mut st = self.shared.lock();
+            let mut st = match self.state() {
+                Ok(st) => st,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             loop {
                 match st.session.send(self.id, data.clone()) {
                     Ok(n) => {
@@ -122,7 +147,10 @@ impl Channel {
     /// Sends one message on a message channel, waiting for room.
     pub async fn send_message(&self, msg: Bytes) -> io::Result<()> {
         poll_fn(|cx| {
-            let mut st = self.shared.lock();
+            let mut st = match self.state() {
+                Ok(st) => st,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             match st.session.send_message(self.id, msg.clone()) {
                 Ok(()) => {
                     self.shared.notify.notify_one();
@@ -140,7 +168,7 @@ impl Channel {
 
     /// Queues one datagram; `Ok(false)` if it was dropped (queue full).
     pub fn send_datagram(&self, d: Bytes) -> io::Result<bool> {
-        let mut st = self.shared.lock();
+        let mut st = self.state()?;
         match st.session.send_datagram(self.id, d) {
             Ok(sent) => {
                 self.shared.notify.notify_one();
@@ -155,7 +183,10 @@ impl Channel {
         f: impl Fn(&mut Session) -> Result<Recv, ChannelError>,
     ) -> io::Result<Option<Bytes>> {
         poll_fn(|cx| {
-            let mut st = self.shared.lock();
+            let mut st = match self.state() {
+                Ok(st) => st,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             let r = f(&mut st.session);
             if st.session.has_control() {
                 self.shared.notify.notify_one();
@@ -193,7 +224,7 @@ impl Channel {
 
     /// Ends our direction after the queued data (the peer reads EOF).
     pub fn finish(&self) -> io::Result<()> {
-        let mut st = self.shared.lock();
+        let mut st = self.state()?;
         let r = st.session.finish(self.id);
         self.shared.notify.notify_one();
         r.map_err(|e| chan_error(&st, self.id, e))
@@ -201,7 +232,9 @@ impl Channel {
 
     /// Bytes sent and not yet acknowledged by the peer.
     pub fn unacked(&self) -> u64 {
-        self.shared.lock().session.unacked(self.id).unwrap_or(0)
+        self.state()
+            .map(|st| st.session.unacked(self.id).unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -210,7 +243,9 @@ impl Drop for Channel {
         if self.detached {
             return;
         }
-        let mut st = self.shared.lock();
+        let Ok(mut st) = self.state() else {
+            return;
+        };
         let _ = st.session.release(self.id);
         st.wakers.remove(&self.id);
         st.reset.remove(&self.id);
@@ -273,6 +308,7 @@ impl Bridge {
                 id,
                 kind,
                 detached: false,
+                generation: st.generation,
             }
         };
         self.shared().notify.notify_one();

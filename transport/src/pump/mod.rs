@@ -49,6 +49,8 @@ const IOV_MAX: usize = 1024;
 /// Delay before reopening after a failed open, doubling up to the maximum.
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A link that lived this long resets the backoff.
+const STABLE_LINK: Duration = Duration::from_secs(2);
 
 /// State of the link, as front-ends and `status` see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,6 +86,9 @@ pub(crate) struct State {
     cfg: SessionConfig,
     /// `Bridge::close` was called: stop for good after the goodbye.
     local_close: bool,
+    /// Bumped whenever the session is replaced; handles of an older one
+    /// are dead (see `Channel`).
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -127,6 +132,7 @@ impl Bridge {
                 session: Session::new(cfg.clone(), local_id, now),
                 cfg,
                 local_close: false,
+                generation: 0,
                 wakers: HashMap::new(),
                 reset: HashMap::new(),
                 listeners: HashMap::new(),
@@ -270,11 +276,11 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
                 continue;
             }
         };
-        backoff = REOPEN_BACKOFF_MIN;
         shared
             .lock()
             .session
             .handle_link_up(Instant::now().into_std());
+        let opened = Instant::now();
         let end = run_link(&shared, &dev).await;
         {
             let mut st = shared.lock();
@@ -292,7 +298,10 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
                 let mut st = shared.lock();
                 let cfg = st.cfg.clone();
                 st.session = Session::new(cfg, random_session_id(), Instant::now().into_std());
+                st.generation += 1;
                 st.opening.clear();
+                st.reset.clear();
+                st.handoff.clear();
                 for (_, w) in st.wakers.drain() {
                     w.read.into_iter().chain(w.write).for_each(Waker::wake);
                 }
@@ -302,6 +311,15 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
             LinkEnd::Fault(why) => {
                 tracing::info!("link down: {why}; reopening the device");
                 drop(dev);
+                if opened.elapsed() < STABLE_LINK {
+                    // Failing again right after an open (a peer that
+                    // closes at once, a fault that repeats): back off
+                    // instead of spinning on reopen.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
+                } else {
+                    backoff = REOPEN_BACKOFF_MIN;
+                }
             }
         }
     }
@@ -460,7 +478,7 @@ fn dispatch_events(shared: &Arc<Shared>, st: &mut State) {
         }
     }
     while let Some((service, id)) = st.handoff.pop_front() {
-        let ch = Channel::new(shared.clone(), id, &st.session);
+        let ch = Channel::new(shared.clone(), id, st);
         let refused = match st.listeners.get(&service) {
             Some(tx) => tx.try_send(ch).err().map(|e| match e {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,

@@ -268,7 +268,7 @@ impl Session {
         }
         ch.fin_queued = true;
         ch.released = true;
-        ch.consumed += ch.recv_bytes as u64;
+        ch.consumed = ch.recv_offset;
         ch.recv_queue.clear();
         ch.recv_bytes = 0;
         ch.partial.clear();
@@ -309,6 +309,19 @@ impl Session {
             c.fin_sent && c.acked == c.write_offset && c.peer_fin.is_some() && c.fin_delivered
         });
         if done {
+            if let Some(c) = self.channels.get(&id.0) {
+                if c.ack_owed || c.window_dirty {
+                    // The peer keeps its channel until everything it sent
+                    // is acknowledged: send the last acknowledgement now,
+                    // the channel will not be there to send it later.
+                    self.ctrl.push_back(Record::Window {
+                        chan: id.peer_view(),
+                        received: c.recv_offset,
+                        limit: c.advertised.max(c.consumed + c.window),
+                        resume: false,
+                    });
+                }
+            }
             self.remove_channel(id);
         }
     }

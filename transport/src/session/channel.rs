@@ -182,7 +182,7 @@ impl Channel {
             return !self.dgrams.is_empty() || (self.fin_queued && !self.fin_sent);
         }
         match self.pending.front() {
-            Some(c) => c.offset < self.peer_limit || c.data.is_empty(),
+            Some(c) => c.offset < self.peer_limit,
             None => self.fin_queued && !self.fin_sent,
         }
     }
@@ -204,11 +204,24 @@ impl Channel {
     pub fn take_chunk(&mut self, max: usize) -> Option<Chunk> {
         let credit = self.peer_limit.saturating_sub(self.send_offset);
         let front = self.pending.front_mut()?;
-        let n = front.data.len().min(max).min(credit as usize);
-        if n == 0 && !front.data.is_empty() {
+        let len = front.data.len();
+        // A message's end takes one unit of credit too.
+        let whole = len as u64 + u64::from(front.end) <= credit && len <= max;
+        let n = if whole {
+            len
+        } else {
+            // A strict prefix: the end (if any) stays with the rest.
+            let cap = if front.end {
+                len.saturating_sub(1)
+            } else {
+                len
+            };
+            cap.min(max).min(credit.min(usize::MAX as u64) as usize)
+        };
+        if n == 0 && !whole {
             return None;
         }
-        let chunk = if n == front.data.len() {
+        let chunk = if whole {
             self.pending.pop_front()?
         } else {
             let data = front.data.split_to(n);
@@ -280,10 +293,12 @@ impl Channel {
     /// Takes one received message or datagram.
     pub fn take_whole(&mut self) -> Option<Bytes> {
         let b = self.recv_queue.pop_front()?;
-        self.recv_bytes -= b.len();
         if self.reliable() {
+            self.recv_bytes -= b.len();
             // The message plus its end unit.
             self.consumed += b.len() as u64 + 1;
+        } else {
+            self.recv_bytes -= b.len() + super::input::DGRAM_OVERHEAD;
         }
         Some(b)
     }

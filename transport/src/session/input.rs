@@ -21,6 +21,24 @@ fn resync_point(buf: &BytesMut) -> usize {
         .map_or(buf.len().saturating_sub(3).max(1), |p| p + 1)
 }
 
+/// Receive-side cost of one queued datagram beyond its bytes.
+pub(crate) const DGRAM_OVERHEAD: usize = 64;
+/// Control records (answers to the peer) we queue at most: far above what
+/// any well-behaved exchange needs, far below what would hurt memory.
+const MAX_CTRL_QUEUE: usize = 65_536;
+/// Payloads below this size are copied out of the receive buffer: a few
+/// bytes must not pin a multi-MiB read buffer while they wait for a slow
+/// reader (the window counts bytes, not the buffers behind them).
+const OWN_BELOW: usize = 4096;
+
+fn own_if_small(b: bytes::Bytes) -> bytes::Bytes {
+    if b.len() < OWN_BELOW {
+        bytes::Bytes::copy_from_slice(&b)
+    } else {
+        b
+    }
+}
+
 fn violation(what: impl Into<String>) -> SessionError {
     SessionError::Protocol(what.into())
 }
@@ -31,6 +49,9 @@ impl Session {
         self.handle_link_down();
         self.link = LinkState::Handshaking;
         self.seen_peer_hello = false;
+        self.peer_saw_us = false;
+        self.sent_seen = false;
+        self.pending_connected = None;
         self.hello_due = Some(now);
         self.last_rx = now;
         self.stats.links_up += 1;
@@ -80,7 +101,7 @@ impl Session {
             let body = match self.decoder.decode(buf) {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
-                Err(_) if self.link == LinkState::Handshaking && !buf.is_empty() => {
+                Err(_) if !self.seen_peer_hello && !buf.is_empty() => {
                     // Before the peer's Hello, garbage is expected on real
                     // hardware: the peer may still write the tail of the
                     // previous link's stream (mid-batch) until it notices
@@ -96,6 +117,7 @@ impl Session {
                         e,
                         crate::wire::DecodeError::BodyChecksum { .. }
                             | crate::wire::DecodeError::HeaderChecksum
+                            | crate::wire::DecodeError::BadMagic { .. }
                     ) {
                         self.stats.corrupt_batches += 1;
                     }
@@ -109,6 +131,11 @@ impl Session {
                 let rec = rec?;
                 self.stats.records_rx += 1;
                 self.handle_record(now, rec)?;
+                if self.ctrl.len() > MAX_CTRL_QUEUE {
+                    // Answers pile up only if the peer keeps asking and
+                    // never reads them.
+                    return Err(violation("control records flood (peer does not read)"));
+                }
             }
         }
         Ok(())
@@ -137,10 +164,16 @@ impl Session {
                     theirs: version,
                 });
             }
-            if !seen_peer {
+            if seen_peer {
+                self.peer_saw_us = true;
+            }
+            if !self.sent_seen {
+                // Tell the peer we have its Hello: it sends nothing else
+                // before it knows (see `maybe_up`).
                 self.hello_reply = true;
             }
-            if self.link == LinkState::Up {
+            if self.seen_peer_hello {
+                self.maybe_up();
                 return Ok(());
             }
             self.peer_max_batch = (max_batch as usize)
@@ -149,9 +182,10 @@ impl Session {
             self.peer_max_record = (max_record as usize).clamp(4096, crate::wire::MAX_RECORD_LEN);
             self.builder.set_max_batch(self.peer_max_batch);
             self.on_peer_hello(now, session_id, resume_of);
+            self.maybe_up();
             return Ok(());
         }
-        if self.link != LinkState::Up {
+        if !self.seen_peer_hello {
             return Err(violation("record before Hello"));
         }
         match rec {
@@ -169,7 +203,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Record::Goodbye => self.on_goodbye(),
+            Record::Goodbye => self.on_goodbye(now),
             Record::GoodbyeAck => {
                 if self.close == CloseState::GoodbyeSent {
                     self.finish_close(true);
@@ -246,14 +280,32 @@ impl Session {
         }
     }
 
+    /// The link is up once both Hellos crossed: we have the peer's, and the
+    /// peer's says it has ours. Only then do we send anything else, so
+    /// everything after a Hello is read by a peer that is in step with
+    /// this link's byte stream (and so faults, rather than skips, on
+    /// corruption: see the resync in `handle_input`).
+    fn maybe_up(&mut self) {
+        if self.link == LinkState::Handshaking && self.seen_peer_hello && self.peer_saw_us {
+            self.link = LinkState::Up;
+            self.hello_due = None;
+            if let Some(resumed) = self.pending_connected.take() {
+                self.push_event(Event::Connected { resumed });
+            }
+        }
+    }
+
     fn on_peer_hello(&mut self, _now: Instant, session_id: u64, resume_of: u64) {
-        self.link = LinkState::Up;
         self.seen_peer_hello = true;
-        self.hello_due = None;
         let resumed = self.peer_id == Some(session_id) && resume_of == self.local_id;
         let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
         if resumed {
             self.stats.resumes += 1;
+            if self.close == CloseState::GoodbyeSent {
+                // Our Goodbye may be lost: send it again after whatever
+                // the channels retransmit.
+                self.close = CloseState::Draining;
+            }
             for id in ids {
                 self.resume_channel(id);
             }
@@ -263,6 +315,10 @@ impl Session {
             self.ctrl.clear();
             self.window_dirty.clear();
             self.unacked_rx.clear();
+            if self.close != CloseState::Open {
+                // The peer we were saying goodbye to is gone.
+                self.finish_close(false);
+            }
             for id in ids {
                 self.remove_channel(id);
                 self.push_event(Event::Reset(id, ResetReason::PeerRestarted));
@@ -282,7 +338,7 @@ impl Session {
             }
         }
         self.peer_id = Some(session_id);
-        self.push_event(Event::Connected { resumed });
+        self.pending_connected = Some(resumed);
     }
 
     /// Re-announces a channel's state on a resumed link.
@@ -306,7 +362,12 @@ impl Session {
                         window: c.window as u32,
                     });
                 }
-                if c.reliable() {
+                let done =
+                    c.peer_fin == Some(c.recv_offset) && c.fin_sent && c.acked == c.write_offset;
+                if c.reliable() && done {
+                    // Everything arrived both ways; the peer may have let
+                    // the channel go already, so don't ask it to resume.
+                } else if c.reliable() {
                     c.advertised = c.consumed + c.window;
                     c.acked_sent = c.recv_offset;
                     c.ack_owed = false;
@@ -337,11 +398,18 @@ impl Session {
         }
         if id.0 <= self.max_remote {
             // A repeat after a resume: answer again if we still know it.
-            match self.channels.get(&id.0) {
-                Some(c) if c.state == ChanState::Open => self.ctrl.push_back(Record::OpenOk {
-                    chan: id.peer_view(),
-                    window: c.window as u32,
-                }),
+            match self.channels.get_mut(&id.0) {
+                Some(c) if c.state == ChanState::Open => {
+                    // The opener never saw our OpenOk, so nothing we sent
+                    // after it either: send it all again.
+                    c.rewind(c.acked);
+                    let window = c.window as u32;
+                    self.ctrl.push_back(Record::OpenOk {
+                        chan: id.peer_view(),
+                        window,
+                    });
+                    self.activate(id);
+                }
                 Some(_) => {}
                 None => self.ctrl.push_back(Record::OpenReject {
                     chan: id.peer_view(),
@@ -450,6 +518,9 @@ impl Session {
         }
         // Units of offset space: the bytes, plus one for a message's end.
         let len = payload.len() as u64 + u64::from(end);
+        if offset.checked_add(len).is_none() {
+            return Err(violation(format!("{id}: offset overflows")));
+        }
         if offset > c.recv_offset {
             return Err(violation(format!("{id}: gap in the byte sequence")));
         }
@@ -466,6 +537,7 @@ impl Session {
         }
         let skip = ((c.recv_offset - offset) as usize).min(payload.len());
         let _ = payload.split_to(skip);
+        let payload = own_if_small(payload);
         c.recv_offset = offset + len;
         let newly_owed = !c.ack_owed;
         c.ack_owed = true;
@@ -511,7 +583,10 @@ impl Session {
         if c.state == ChanState::Opening {
             return Err(violation(format!("{id}: Dgram before OpenOk")));
         }
-        if c.recv_bytes + payload.len() > c.window as usize {
+        let payload = own_if_small(payload);
+        // Each queued datagram also costs its bookkeeping: empty ones are
+        // not free, so a flood of them is bounded like any other.
+        if c.recv_bytes + payload.len() + DGRAM_OVERHEAD > c.window as usize {
             c.stats.drops += 1;
             self.stats.dgram_drops += 1;
             return Ok(());
@@ -521,7 +596,7 @@ impl Session {
         if c.released {
             return Ok(());
         }
-        c.recv_bytes += payload.len();
+        c.recv_bytes += payload.len() + DGRAM_OVERHEAD;
         c.recv_queue.push_back(payload);
         self.signal_readable(id);
         Ok(())
@@ -569,8 +644,11 @@ impl Session {
         Ok(())
     }
 
-    fn on_goodbye(&mut self) -> Result<(), SessionError> {
+    fn on_goodbye(&mut self, now: Instant) -> Result<(), SessionError> {
         self.peer_goodbye = true;
+        // Whoever started it, the close ends by the deadline.
+        self.close_deadline
+            .get_or_insert(now + self.cfg.goodbye_timeout);
         // Acknowledge everything the peer sent: it all arrived before this.
         let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
         for id in ids {

@@ -345,9 +345,18 @@ pub struct Session {
     // timers
     hello_due: Option<Instant>,
     hello_reply: bool,
+    /// We have the peer's Hello on this link.
     seen_peer_hello: bool,
+    /// The peer's Hello says it has ours.
+    peer_saw_us: bool,
+    /// We sent a Hello saying we have the peer's.
+    sent_seen: bool,
+    /// `Event::Connected` to emit once the link is up (resumed or not).
+    pending_connected: Option<bool>,
     last_rx: Instant,
     ping_due: Instant,
+    /// A keepalive ping should go out with the next transmit.
+    ping_wanted: bool,
     ping_out: Option<(u64, Instant)>,
     pong_due: Option<u64>,
     next_token: u64,
@@ -387,8 +396,12 @@ impl Session {
             hello_due: None,
             hello_reply: false,
             seen_peer_hello: false,
+            peer_saw_us: false,
+            sent_seen: false,
+            pending_connected: None,
             last_rx: now,
             ping_due: now,
+            ping_wanted: true,
             ping_out: None,
             pong_due: None,
             next_token: 1,

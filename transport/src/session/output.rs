@@ -48,9 +48,10 @@ impl Session {
             return;
         }
         self.hello_reply = false;
-        if self.hello_due.is_some() {
+        if due {
             self.hello_due = Some(now + self.cfg.handshake_retry);
         }
+        self.sent_seen |= self.seen_peer_hello;
         self.builder.push(&Record::Hello {
             version: VERSION,
             seen_peer: self.seen_peer_hello,
@@ -66,10 +67,11 @@ impl Session {
         if let Some(token) = self.pong_due.take() {
             self.builder.push(&Record::Pong { token });
         }
-        if self.ping_due <= now && self.ping_out.is_none() {
+        if self.ping_wanted && self.ping_out.is_none() {
             let token = self.next_token;
             self.next_token += 1;
             self.ping_out = Some((token, now));
+            self.ping_wanted = false;
             self.ping_due = now + self.cfg.keepalive_interval;
             self.builder.push(&Record::Ping { token });
         }
@@ -206,7 +208,9 @@ impl Session {
             LinkState::Handshaking => min(self.hello_due),
             LinkState::Up => {
                 min(self.ack_due);
-                min(Some(self.ping_due));
+                if self.ping_out.is_none() && !self.ping_wanted {
+                    min(Some(self.ping_due));
+                }
                 min(Some(self.last_rx + self.cfg.idle_timeout));
             }
         }
@@ -229,6 +233,17 @@ impl Session {
                 }
             }
         }
+        // Timers only raise flags and move on: `poll_transmit` may not run
+        // for a while (a write is pending), and a deadline left in the
+        // past would make the driver spin.
+        if self.hello_due.is_some_and(|d| d <= now) {
+            self.hello_reply = true;
+            self.hello_due = Some(now + self.cfg.handshake_retry);
+        }
+        if self.link == LinkState::Up && self.ping_out.is_none() && self.ping_due <= now {
+            self.ping_wanted = true;
+            self.ping_due = now + self.cfg.keepalive_interval;
+        }
         if self.link == LinkState::Up {
             let silent = now.saturating_duration_since(self.last_rx);
             if silent >= self.cfg.idle_timeout {
@@ -242,5 +257,6 @@ impl Session {
     pub fn ping(&mut self, now: Instant) {
         self.ping_due = now;
         self.ping_out = None;
+        self.ping_wanted = true;
     }
 }

@@ -476,7 +476,8 @@ fn message_boundaries_and_large_messages() {
 fn datagrams_drop_under_pressure_and_count() {
     let cfg = SessionConfig {
         dgram_send_queue: 15_000,
-        dgram_recv_queue: 30_000,
+        // 20 datagrams of 1500 bytes plus 64 bytes of bookkeeping each.
+        dgram_recv_queue: 20 * (1500 + 64),
         ..Default::default()
     };
     let mut p = Pair::new(cfg, 13);
@@ -730,9 +731,48 @@ fn stale_bytes_before_hello_are_skipped() {
     buf.extend_from_slice(&hello_and_more);
     p.b.handle_input(now, &mut buf)
         .expect("garbage before Hello is skipped");
-    assert!(p.b.is_connected());
     assert!(p.b.stats().resync_bytes >= 10_000);
-    // Once connected, garbage is a link fault again.
+    // B has A's Hello; the link is up once A confirms it has B's.
+    assert!(!p.b.is_connected());
+    p.drive().expect("handshake completes");
+    assert!(p.a.is_connected() && p.b.is_connected());
+    // Once the peer's Hello arrived, garbage is a link fault again.
+    let now = p.now;
     let mut junk = BytesMut::from(&[0x55u8; 64][..]);
     assert!(p.b.handle_input(now, &mut junk).is_err());
+}
+
+#[test]
+fn corruption_right_after_the_hello_is_a_fault_not_a_skip() {
+    // Found by the session_ops fuzzer: a peer that sent an Open in the
+    // same batch as its Hello lost it silently when that batch was
+    // corrupted and skipped as "stale bytes". Now nothing but Hellos goes
+    // out before both Hellos crossed, and a corrupt batch after the
+    // peer's Hello is a link fault (and the Open is announced again).
+    let mut p = Pair::new(SessionConfig::default(), 20);
+    p.transmit(); // both Hellos in flight
+    p.deliver().expect("hellos");
+    let a =
+        p.a.open(ChannelKind::Datagram, Class::Latency, "x")
+            .expect("open");
+    p.transmit();
+    assert!(p.in_flight(Side::A) > 40, "A's Hello reply and Open");
+    assert!(p.corrupt(Side::A, 30, 1));
+    assert!(
+        p.deliver().is_err(),
+        "corrupt batch after the Hello was skipped"
+    );
+    p.link_reset();
+    p.drive().expect("drive");
+    let b = p
+        .events_b
+        .iter()
+        .find_map(|e| match e {
+            Event::Incoming { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the Open arrived");
+    p.b.accept(b).expect("accept");
+    p.drive().expect("drive");
+    assert!(p.events_a.contains(&Event::Opened(a)));
 }
