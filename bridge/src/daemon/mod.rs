@@ -141,7 +141,7 @@ fn is_our_daemon(pid: i32, name: &str) -> bool {
     };
     let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
     let exe_ok = args.first().is_some_and(|a| a.ends_with(b"tbbridge"));
-    exe_ok && args.iter().any(|a| *a == b"up") && args.iter().any(|a| *a == name.as_bytes())
+    exe_ok && args.contains(&b"up".as_slice()) && args.contains(&name.as_bytes())
 }
 
 fn refuse_if_running(p: &InstancePaths, name: &str) -> anyhow::Result<()> {

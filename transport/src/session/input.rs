@@ -68,6 +68,11 @@ impl Session {
         // answers, credit: see `resume_channel`), except aborts: a channel
         // we reset is gone here, so only its Reset can tell the peer.
         self.ctrl.retain(|r| matches!(r, Record::Reset { .. }));
+        // Resets that went out but may have been lost with the link: the
+        // channel is gone here, so they are the only news of it.
+        for (chan, code, _) in std::mem::take(&mut self.resets_unconfirmed) {
+            self.ctrl.push_back(Record::Reset { chan, code });
+        }
         self.window_dirty.clear();
         for c in self.channels.values_mut() {
             c.window_dirty = false;
@@ -195,6 +200,8 @@ impl Session {
                 Ok(())
             }
             Record::Pong { token } => {
+                // Everything sent before that ping has been read.
+                self.resets_unconfirmed.retain(|(_, _, t)| *t > token);
                 if let Some((t, sent)) = self.ping_out {
                     if t == token {
                         self.stats.rtt = Some(now.saturating_duration_since(sent));
@@ -315,6 +322,7 @@ impl Session {
             self.ctrl.clear();
             self.window_dirty.clear();
             self.unacked_rx.clear();
+            self.resets_unconfirmed.clear();
             if self.close != CloseState::Open {
                 // The peer we were saying goodbye to is gone.
                 self.finish_close(false);

@@ -329,6 +329,9 @@ pub struct Session {
 
     /// Control records waiting to go out (before any data).
     ctrl: VecDeque<Record>,
+    /// Resets sent and not yet known to be read: (channel, code, the token
+    /// of the next ping at the time). Sent again after a link reset.
+    resets_unconfirmed: Vec<(u32, u8, u64)>,
     /// Channels that owe the peer a `Window`.
     window_dirty: VecDeque<ChannelId>,
     /// Channels that received data since their last acknowledgement.
@@ -387,6 +390,7 @@ impl Session {
             next_local: 0,
             max_remote: 0,
             ctrl: VecDeque::new(),
+            resets_unconfirmed: Vec::new(),
             window_dirty: VecDeque::new(),
             unacked_rx: VecDeque::new(),
             ack_due: None,

@@ -76,6 +76,10 @@ impl Session {
             self.builder.push(&Record::Ping { token });
         }
         while let Some(rec) = self.ctrl.pop_front() {
+            if let Record::Reset { chan, code } = rec {
+                // Kept until a later ping's pong proves the peer read it.
+                self.resets_unconfirmed.push((chan, code, self.next_token));
+            }
             self.builder.push(&rec);
         }
         while let Some(id) = self.window_dirty.pop_front() {

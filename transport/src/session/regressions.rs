@@ -203,3 +203,23 @@ fn clean_close_means_everything_was_delivered() {
         );
     }
 }
+
+/// A Reset that went out but was lost with the link (a cable pull) used to
+/// be gone for good: the peer kept a channel waiting for its application's
+/// accept forever. Resets are now kept until a later pong proves the peer
+/// read them, and sent again after a link reset.
+#[test]
+fn reset_in_flight_at_a_cable_pull_still_reaches_the_peer() {
+    let mut p = pair();
+    p.drive().expect("handshake");
+    let id =
+        p.a.open(ChannelKind::Message, Class::Normal, "svc")
+            .expect("open");
+    p.drive().expect("open");
+    assert_eq!(incoming(&p.events_b).len(), 1, "B was asked");
+    p.a.reset(id).expect("reset");
+    p.transmit(); // the Reset is on the wire...
+    p.link_reset(); // ...and lost
+    p.drive().expect("drive");
+    assert_eq!(live(&p), (vec![], vec![]), "B still holds the channel");
+}
