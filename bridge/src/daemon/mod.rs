@@ -254,11 +254,40 @@ pub fn up_foreground(t: &Target) -> anyhow::Result<()> {
     let p = InstancePaths::new(&t.name);
     refuse_if_running(&p, &t.name)?;
     std::fs::create_dir_all(paths::run_dir()).context("creating the runtime directory")?;
+    // One daemon per name: the pid file is held under an exclusive lock
+    // for the daemon's whole life (two `up` started at the same instant
+    // both pass the socket check above; only one gets the lock).
+    let pid_file = lock_pid_file(&p.pid, &t.name)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_daemon(t, cfg, p))
+    let r = rt.block_on(run_daemon(t, cfg, p));
+    drop(pid_file);
+    r
+}
+
+fn lock_pid_file(path: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "{name} is already being brought up or is up (lock on {} held)",
+            path.display()
+        );
+    }
+    f.set_len(0)?;
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(f)
 }
 
 async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result<()> {
@@ -317,11 +346,14 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
 
     // Control socket and pid file, last: `up` returns when they answer.
     let _ = std::fs::remove_file(&p.socket);
-    let listener = tokio::net::UnixListener::bind(&p.socket)
-        .with_context(|| format!("binding {}", p.socket.display()))?;
-    set_mode(&p.socket, 0o600);
-    std::fs::write(&p.pid, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", p.pid.display()))?;
+    // Created 0600 (umask), not chmod'ed after the fact: nobody but root
+    // may ever connect.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(&p.socket);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old_mask) };
+    let listener = bound.with_context(|| format!("binding {}", p.socket.display()))?;
     let (tx, mut rx) = mpsc::channel(16);
     let ctl = tokio::spawn(control::serve(listener, tx));
     tracing::info!(name = %t.name, device = %spec, "up");
@@ -414,11 +446,6 @@ impl Drop for StreamGuard {
             }
         }
     }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
 /// Runs hook commands with `sh -c`, `TBBRIDGE_IFNAME` set; failures are
