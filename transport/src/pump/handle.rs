@@ -128,7 +128,7 @@ impl Channel {
                 match st.session.send(self.id, data.clone()) {
                     Ok(n) => {
                         let _ = data.split_to(n);
-                        self.shared.notify.notify_one();
+                        super::flush_inline(&self.shared, &mut st);
                         if data.is_empty() {
                             return Poll::Ready(Ok(()));
                         }
@@ -153,7 +153,7 @@ impl Channel {
             };
             match st.session.send_message(self.id, msg.clone()) {
                 Ok(()) => {
-                    self.shared.notify.notify_one();
+                    super::flush_inline(&self.shared, &mut st);
                     Poll::Ready(Ok(()))
                 }
                 Err(SendError::Blocked) => {
@@ -171,7 +171,7 @@ impl Channel {
         let mut st = self.state()?;
         match st.session.send_datagram(self.id, d) {
             Ok(sent) => {
-                self.shared.notify.notify_one();
+                super::flush_inline(&self.shared, &mut st);
                 Ok(sent)
             }
             Err(e) => Err(send_error(&st, self.id, e)),

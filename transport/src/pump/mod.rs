@@ -89,6 +89,14 @@ pub(crate) struct State {
     /// Bumped whenever the session is replaced; handles of an older one
     /// are dead (see `Channel`).
     pub generation: u64,
+    /// The open device, for writes from an application's task when the
+    /// pump is idle (see `flush_inline`).
+    dev: Option<Arc<AsyncDevice>>,
+    /// The pump has a transmit under way: nobody else may write.
+    writing: bool,
+    /// A transmit an application's task started and could not finish: the
+    /// pump writes the rest before anything else.
+    tx_handoff: Option<Transmit>,
 }
 
 impl std::fmt::Debug for State {
@@ -133,6 +141,9 @@ impl Bridge {
                 cfg,
                 local_close: false,
                 generation: 0,
+                dev: None,
+                writing: false,
+                tx_handoff: None,
                 wakers: HashMap::new(),
                 reset: HashMap::new(),
                 listeners: HashMap::new(),
@@ -276,14 +287,19 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
                 continue;
             }
         };
-        shared
-            .lock()
-            .session
-            .handle_link_up(Instant::now().into_std());
+        let dev = Arc::new(dev);
+        {
+            let mut st = shared.lock();
+            st.session.handle_link_up(Instant::now().into_std());
+            st.dev = Some(dev.clone());
+        }
         let opened = Instant::now();
         let end = run_link(&shared, &dev).await;
         {
             let mut st = shared.lock();
+            st.dev = None;
+            st.writing = false;
+            st.tx_handoff = None;
             st.session.handle_link_down();
             dispatch_events(&shared, &mut st);
         }
@@ -357,8 +373,12 @@ async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
             let mut st = shared.lock();
             let now = Instant::now().into_std();
             if pending.is_none() {
-                pending = st.session.poll_transmit(now);
+                pending = match st.tx_handoff.take() {
+                    Some(t) => Some(t),
+                    None => st.session.poll_transmit(now),
+                };
             }
+            st.writing = pending.is_some();
             dispatch_events(shared, &mut st);
             if st.session.is_closed() && pending.is_none() {
                 return LinkEnd::Closed;
@@ -419,6 +439,38 @@ async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
                 }
             }
         }
+    }
+}
+
+/// Called by a channel handle right after it queued something: when the
+/// pump has no write under way, the new records are written from the
+/// caller's task at once, sparing the hop to the pump task on the latency
+/// path (a lone RPC message, a ping). Whatever the device does not take
+/// goes to the pump, which also always gets a wake-up for its timers.
+pub(crate) fn flush_inline(shared: &Shared, st: &mut State) {
+    shared.notify.notify_one();
+    if st.writing || st.tx_handoff.is_some() {
+        return;
+    }
+    let Some(dev) = st.dev.clone() else {
+        return;
+    };
+    let Some(mut t) = st.session.poll_transmit(Instant::now().into_std()) else {
+        return;
+    };
+    let iov: Vec<IoSlice<'_>> = t
+        .segments()
+        .iter()
+        .take(IOV_MAX)
+        .map(|s| IoSlice::new(s))
+        .collect();
+    // WouldBlock or a device error: the pump meets it on its own write.
+    let written = dev.try_writev(&iov).unwrap_or(0);
+    drop(iov);
+    t.advance(written);
+    if !t.is_empty() {
+        st.tx_handoff = Some(t);
+        st.writing = true;
     }
 }
 
