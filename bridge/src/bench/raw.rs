@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::BytesMut;
 use tbbridge_transport::device::emu::EmuCable;
+use tbbridge_transport::device::AsyncDevice;
 use tbbridge_transport::CableEnd;
 
 use super::latency::{budget, summarize};
-use super::report::{Interval, RunResult};
+use super::report::{sample_intervals, RunResult};
 use super::BenchArgs;
 
 /// Write size of the raw copy: the device reached its best figures with
 /// multi-MiB writes (spec §4), so the baseline gets them too.
 const RAW_WRITE: usize = 4 << 20;
 
-/// One direction, A to B, big writes and big reads, for `-t` seconds.
-pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
+/// Both ends of the cable, opened as `dd` would open the device.
+async fn open_ends(cable: &EmuCable) -> anyhow::Result<(AsyncDevice, AsyncDevice)> {
     let a = cable
         .open_async(CableEnd::A)
         .await
@@ -28,6 +29,12 @@ pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<Ru
         .open_async(CableEnd::B)
         .await
         .context("opening end B")?;
+    Ok((a, b))
+}
+
+/// One direction, A to B, big writes and big reads, for `-t` seconds.
+pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
+    let (a, b) = open_ends(cable).await?;
     let dur = args.duration();
     let received = Arc::new(AtomicU64::new(0));
     let cpu0 = super::report::process_cpu_secs();
@@ -52,24 +59,10 @@ pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<Ru
             rx.fetch_add(n as u64, Ordering::Relaxed);
         }
     });
-    let mut intervals = Vec::new();
-    let step = Duration::from_secs_f64(args.interval.max(0.1));
-    let (mut t, mut last) = (start, 0u64);
-    while t + step <= deadline + Duration::from_millis(1) {
-        tokio::time::sleep_until((t + step).into()).await;
-        let now = received.load(Ordering::Relaxed);
-        let iv = Interval {
-            start: (t - start).as_secs_f64(),
-            end: (t + step - start).as_secs_f64(),
-            bytes: now - last,
-        };
-        if !args.json {
-            iv.print("raw");
-        }
-        intervals.push(iv);
-        last = now;
-        t += step;
-    }
+    let intervals = sample_intervals(args, "raw", start, deadline, || {
+        received.load(Ordering::Relaxed)
+    })
+    .await;
     // Everything written must arrive: close the writer, read to EOF.
     let a = writer.await.context("raw writer panicked")??;
     drop(a);
@@ -92,14 +85,7 @@ pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<Ru
 /// Ping-pong of each size straight over the cable: A writes, B reads it
 /// all and writes it back, A reads it all.
 pub async fn latency(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
-    let a = cable
-        .open_async(CableEnd::A)
-        .await
-        .context("opening end A")?;
-    let b = cable
-        .open_async(CableEnd::B)
-        .await
-        .context("opening end B")?;
+    let (a, b) = open_ends(cable).await?;
     let sizes = args.sizes.clone();
     let echo = tokio::spawn(async move {
         let mut buf = vec![0u8; 1 << 20];

@@ -25,6 +25,36 @@ impl Interval {
     }
 }
 
+/// Samples `total()` (bytes delivered so far) every `args.interval` from
+/// `start` until `deadline`, printing each interval unless `--json`.
+pub async fn sample_intervals(
+    args: &super::BenchArgs,
+    label: &str,
+    start: std::time::Instant,
+    deadline: std::time::Instant,
+    total: impl Fn() -> u64,
+) -> Vec<Interval> {
+    let mut intervals = Vec::new();
+    let step = std::time::Duration::from_secs_f64(args.interval.max(0.1));
+    let (mut t, mut last) = (start, 0u64);
+    while t + step <= deadline + std::time::Duration::from_millis(1) {
+        tokio::time::sleep_until((t + step).into()).await;
+        let now = total();
+        let iv = Interval {
+            start: (t - start).as_secs_f64(),
+            end: (t + step - start).as_secs_f64(),
+            bytes: now.saturating_sub(last),
+        };
+        if !args.json {
+            iv.print(label);
+        }
+        intervals.push(iv);
+        last = now;
+        t += step;
+    }
+    intervals
+}
+
 /// Round-trip figures for one message size.
 #[derive(Debug, Clone)]
 pub struct LatencyRow {

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use tbbridge_transport::pump::{Bridge, Channel};
 use tbbridge_transport::ChannelKind;
 
-use super::report::{Interval, RunResult};
+use super::report::{sample_intervals, RunResult};
 use super::{BenchArgs, SVC_SINK, SVC_SOURCE};
 
 /// Largest read a receiver asks for at once.
@@ -95,26 +95,10 @@ pub async fn run(bridge: &Bridge, args: &BenchArgs, p: usize) -> anyhow::Result<
         }));
     }
     // Interval reports while the flows run.
-    let mut intervals = Vec::new();
-    let step = Duration::from_secs_f64(args.interval.max(0.1));
-    let mut last = 0u64;
-    let mut t = start;
-    let label = format!("P={p}");
-    while t + step <= deadline + Duration::from_millis(1) {
-        tokio::time::sleep_until((t + step).into()).await;
-        let now_total: u64 = flows.iter().map(|f| f.delivered()).sum();
-        let iv = Interval {
-            start: (t - start).as_secs_f64(),
-            end: (t + step - start).as_secs_f64(),
-            bytes: now_total - last.min(now_total),
-        };
-        if !args.json {
-            iv.print(&label);
-        }
-        intervals.push(iv);
-        last = now_total;
-        t += step;
-    }
+    let intervals = sample_intervals(args, &format!("P={p}"), start, deadline, || {
+        flows.iter().map(|f| f.delivered()).sum()
+    })
+    .await;
     // Stop sending and wait until everything sent was delivered: the total
     // counts delivered bytes over the time it took to deliver them.
     for task in tasks {
