@@ -189,3 +189,33 @@ async fn peer_goodbye_then_return_reconnects_by_itself() {
     assert_eq!(&got[..], b"hello again");
     assert!(b.status().borrow().connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tasks_waiting_on_one_channel_are_both_served() {
+    let (_cable, a, b) = pair(CableOptions::default()).await;
+    let mut l = b.listen("dg");
+    let tx = a
+        .open(ChannelKind::Datagram, Class::Normal, "dg")
+        .await
+        .expect("open");
+    let rx = Arc::new(l.accept().await.expect("accept"));
+    // Two readers block on the same handle before anything arrives.
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = rx.clone();
+            tokio::spawn(async move { rx.recv_datagram().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..2u8 {
+        assert!(tx.send_datagram(Bytes::from(vec![i; 100])).expect("send"));
+    }
+    for r in readers {
+        let got = tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .expect("a waiting reader was never woken")
+            .expect("task")
+            .expect("recv");
+        assert!(got.is_some());
+    }
+}

@@ -134,7 +134,10 @@ impl Channel {
                         }
                     }
                     Err(SendError::Blocked) => {
-                        st.wakers.entry(self.id).or_default().write = Some(cx.waker().clone());
+                        super::Wakers::add(
+                            &mut st.wakers.entry(self.id).or_default().write,
+                            cx.waker(),
+                        );
                         return Poll::Pending;
                     }
                     Err(e) => return Poll::Ready(Err(send_error(&st, self.id, e))),
@@ -157,7 +160,10 @@ impl Channel {
                     Poll::Ready(Ok(()))
                 }
                 Err(SendError::Blocked) => {
-                    st.wakers.entry(self.id).or_default().write = Some(cx.waker().clone());
+                    super::Wakers::add(
+                        &mut st.wakers.entry(self.id).or_default().write,
+                        cx.waker(),
+                    );
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(send_error(&st, self.id, e))),
@@ -195,7 +201,7 @@ impl Channel {
                 Ok(Recv::Data(b)) => Poll::Ready(Ok(Some(b))),
                 Ok(Recv::Fin) => Poll::Ready(Ok(None)),
                 Ok(Recv::Blocked) => {
-                    st.wakers.entry(self.id).or_default().read = Some(cx.waker().clone());
+                    super::Wakers::add(&mut st.wakers.entry(self.id).or_default().read, cx.waker());
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(chan_error(&st, self.id, e))),

@@ -67,10 +67,22 @@ pub struct LinkStatus {
     pub clean_close: bool,
 }
 
+/// Tasks waiting on one channel: any number of readers and writers (a
+/// handle may be shared between tasks).
 #[derive(Debug, Default)]
 pub(crate) struct Wakers {
-    pub read: Option<Waker>,
-    pub write: Option<Waker>,
+    pub read: Vec<Waker>,
+    pub write: Vec<Waker>,
+}
+
+impl Wakers {
+    /// Registers `w` unless it is registered already (a future polled
+    /// again must not pile up copies of its waker).
+    pub fn add(list: &mut Vec<Waker>, w: &Waker) {
+        if !list.iter().any(|x| x.will_wake(w)) {
+            list.push(w.clone());
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -550,14 +562,10 @@ fn dispatch_events(shared: &Arc<Shared>, st: &mut State) {
 fn wake(st: &mut State, id: ChannelId, read: bool, write: bool) {
     if let Some(w) = st.wakers.get_mut(&id) {
         if read {
-            if let Some(w) = w.read.take() {
-                w.wake();
-            }
+            w.read.drain(..).for_each(Waker::wake);
         }
         if write {
-            if let Some(w) = w.write.take() {
-                w.wake();
-            }
+            w.write.drain(..).for_each(Waker::wake);
         }
     }
 }
