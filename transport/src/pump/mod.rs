@@ -330,9 +330,7 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
                 st.opening.clear();
                 st.reset.clear();
                 st.handoff.clear();
-                for (_, w) in st.wakers.drain() {
-                    w.read.into_iter().chain(w.write).for_each(Waker::wake);
-                }
+                wake_all(&mut st);
                 drop(st);
                 drop(dev);
             }
@@ -354,9 +352,7 @@ async fn run(shared: Arc<Shared>, opener: Opener) {
     let clean = {
         let mut st = shared.lock();
         // Wake everyone: handles see the channels gone.
-        for (_, w) in st.wakers.drain() {
-            w.read.into_iter().chain(w.write).for_each(Waker::wake);
-        }
+        wake_all(&mut st);
         st.listeners.clear();
         st.opening.clear();
         st.session.stats().links_up > 0
@@ -556,6 +552,13 @@ fn dispatch_events(shared: &Arc<Shared>, st: &mut State) {
             let _ = st.session.reset(id);
             tracing::debug!(%service, "incoming channel not taken");
         }
+    }
+}
+
+/// Wakes every waiting handle (their channels are gone).
+fn wake_all(st: &mut State) {
+    for (_, w) in st.wakers.drain() {
+        w.read.into_iter().chain(w.write).for_each(Waker::wake);
     }
 }
 

@@ -6,18 +6,10 @@ use bytes::Bytes;
 use crate::session::{ChannelId, ChannelKind, Class, Event, Recv, SessionConfig};
 use crate::sim::Pair;
 
+use super::tests::incoming;
+
 fn pair() -> Pair {
     Pair::new(SessionConfig::default(), 7)
-}
-
-fn incoming(events: &[Event]) -> Vec<ChannelId> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Live channels of both sides: A's ids, and B's ids in A's view.

@@ -16,6 +16,17 @@ fn pattern(seed: u8, n: usize) -> Bytes {
     )
 }
 
+/// The channels the peer opened, in the order `Incoming` announced them.
+pub(super) fn incoming(events: &[Event]) -> Vec<ChannelId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Incoming { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
 fn connected(seed: u64) -> Pair {
     let mut p = Pair::new(SessionConfig::default(), seed);
     p.drive().expect("handshake");
@@ -519,14 +530,7 @@ fn unknown_service_is_rejected() {
         p.a.open(ChannelKind::Stream, Class::Normal, "nope")
             .expect("open");
     p.drive().expect("drive");
-    let b = p
-        .events_b
-        .iter()
-        .find_map(|e| match e {
-            Event::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("incoming");
+    let b = *incoming(&p.events_b).first().expect("incoming");
     p.b.reject(b, RejectReason::NoService).expect("reject");
     p.drive().expect("drive");
     assert!(p
@@ -764,14 +768,7 @@ fn corruption_right_after_the_hello_is_a_fault_not_a_skip() {
     );
     p.link_reset();
     p.drive().expect("drive");
-    let b = p
-        .events_b
-        .iter()
-        .find_map(|e| match e {
-            Event::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("the Open arrived");
+    let b = *incoming(&p.events_b).first().expect("the Open arrived");
     p.b.accept(b).expect("accept");
     p.drive().expect("drive");
     assert!(p.events_a.contains(&Event::Opened(a)));
