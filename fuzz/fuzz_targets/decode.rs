@@ -24,6 +24,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tbbridge_transport::session::{ChannelId, ChannelKind, Class, Event, Session, SessionConfig};
+use tbbridge_transport::wire::crc::crc32c;
 use tbbridge_transport::wire::{
     BatchDecoder, BatchHeader, Record, RecordIter, MAX_BATCH_BODY, MAX_RECORD_LEN, VERSION,
 };
@@ -93,23 +94,6 @@ fn raw_batch(body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// CRC32C (Castagnoli), bitwise: the fuzz crate does not depend on the
-/// `crc32c` crate, and batches here are small.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn peer_hello(resume: bool) -> Record {
     Record::Hello {
         version: VERSION,
@@ -119,6 +103,8 @@ fn peer_hello(resume: bool) -> Record {
         max_record: MAX_RECORD_LEN as u32,
         session_id: PEER_ID,
         resume_of: if resume { LOCAL_ID } else { 0 },
+        max_message: 0,
+        open_credit: 0,
     }
 }
 
@@ -136,8 +122,9 @@ enum FuzzRecord {
     },
     Ping(u64),
     Pong(u64),
-    Goodbye,
+    Goodbye(bool),
     GoodbyeAck,
+    Progress(u64, bool),
     Open {
         chan: u8,
         kind: u8,
@@ -210,11 +197,19 @@ impl FuzzRecord {
                 max_record: *max_record,
                 session_id: if *same_peer { PEER_ID } else { PEER_ID + 1 },
                 resume_of: if *resume { LOCAL_ID } else { 0 },
+                max_message: 0,
+                open_credit: 0,
             },
             FuzzRecord::Ping(t) => Record::Ping { token: *t },
             FuzzRecord::Pong(t) => Record::Pong { token: *t },
-            FuzzRecord::Goodbye => Record::Goodbye,
+            FuzzRecord::Goodbye(seen_peer) => Record::Goodbye {
+                seen_peer: *seen_peer,
+            },
             FuzzRecord::GoodbyeAck => Record::GoodbyeAck,
+            FuzzRecord::Progress(read, want) => Record::Progress {
+                read: *read,
+                want: *want,
+            },
             FuzzRecord::Open {
                 chan: c,
                 kind,

@@ -54,6 +54,16 @@ fn explain(path: &Path, e: io::Error) -> io::Error {
                  module loaded?): {e}"
             ),
         ),
+        // Two streams of 4096 frames each failed this way on real
+        // hardware; 1024 worked (spec §6).
+        Some(libc::ENOMEM) => io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "{p}: the driver could not allocate the stream's DMA ring: lower ring_size in \
+                 [device.configfs] (two streams of 4096 frames each failed this way on real \
+                 hardware, 1024 worked): {e}"
+            ),
+        ),
         Some(libc::EACCES) | Some(libc::EPERM) => io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("{p}: permission denied (needs read and write access): {e}"),
@@ -184,6 +194,20 @@ mod tests {
         let e = explain(p, io::Error::from_raw_os_error(libc::ENXIO));
         assert!(no_peer_yet(&e));
         assert!(crate::device::is_link_down(&e));
+    }
+
+    #[test]
+    fn enomem_names_ring_size() {
+        let e = explain(
+            Path::new("/dev/tbstream1"),
+            io::Error::from_raw_os_error(libc::ENOMEM),
+        );
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        let m = e.to_string();
+        assert!(
+            m.contains("ring_size") && m.contains("/dev/tbstream1"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -2,15 +2,22 @@
 //!
 //! One tokio task per cable owns the device. Each turn of its loop it
 //!
-//! 1. takes the next [`Transmit`] from the session (everything that queued
-//!    while the previous write was in the device: one small record when the
-//!    cable is idle, several MiB under load) and hands it to one `writev`;
-//! 2. reads whatever the device has into one large buffer and feeds it to
-//!    the session, which splits records off it without copying;
-//! 3. wakes the channel handles the session's events name.
+//! 1. under the state lock, hands the session's events to the channel
+//!    handles (waking readers and writers, accepting incoming channels)
+//!    and takes the next [`Transmit`], repeating until both are drained:
+//!    an answer queued while events were handed out (an `OpenReject`, an
+//!    `OpenOk`) goes out now, not at the next unrelated wake-up;
+//! 2. off the lock, writes the transmit (one `writev`), sized to about what
+//!    the device takes now (see `tx.rs`): a latency-class record that
+//!    queues while bulk is waiting waits behind at most one such write,
+//!    while bulk alone still gets multi-MiB writes;
+//! 3. off the lock, reads whatever the device has into one large buffer
+//!    and checks the batches' checksums (see `rx.rs`), then feeds the
+//!    verified batches to the session under the lock.
 //!
-//! A short write keeps the rest of the transmit for the next turn; no
-//! record is written twice, none is split by anything but the kernel.
+//! When the pump has no write under way, a channel handle that queued
+//! something writes it from its own task (one task hop less on the latency
+//! path); a short write hands the rest to the pump.
 //!
 //! When the device fails (ENXIO on unplug, EOF when the peer closed, a
 //! corrupt batch, an idle peer) the pump closes it, reopens it (the open
@@ -20,13 +27,19 @@
 //! Front-ends never see any of this: they get [`Channel`] handles from
 //! [`Bridge::open`] and [`Listener::accept`].
 
+mod error;
+mod events;
 mod handle;
-mod recv_buf;
+mod link;
+mod rx;
+mod stream_io;
+mod tx;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
@@ -34,9 +47,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
+pub use self::error::{Gone, LinkFault, ListenError, OpenError, RecvError, SendError};
 pub use self::handle::{Channel, Listener};
+pub use self::stream_io::ChannelIo;
 use crate::device::{self, AsyncDevice};
-use crate::session::{ChannelId, Event, RejectReason, Session, SessionConfig, SessionStats};
+use crate::session::{ChannelId, RejectReason, ResetReason, Session, SessionConfig, SessionStats};
 use crate::wire::Transmit;
 
 /// Opens (or reopens) the device; the future resolves when the peer is
@@ -44,13 +59,32 @@ use crate::wire::Transmit;
 pub type Opener =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = io::Result<AsyncDevice>> + Send>> + Send + Sync>;
 
-/// Segments per `writev` (Linux `IOV_MAX`).
-const IOV_MAX: usize = 1024;
-/// Delay before reopening after a failed open, doubling up to the maximum.
-const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// A link that lived this long resets the backoff.
-const STABLE_LINK: Duration = Duration::from_secs(2);
+/// Tunables of the pump, beside the session's.
+#[derive(Debug, Clone, Default)]
+pub struct PumpOptions {
+    /// Before parking, keep trying to read the device for this long (0:
+    /// off, the default). On a machine where waking a parked thread costs
+    /// tens of microseconds this buys round-trip latency with a core
+    /// (in the spirit of the 7.3 driver's busy polling).
+    pub busy_poll: Duration,
+    /// Told every device read and write size and every round-trip time
+    /// measured (the metrics exporter's histograms); `None`: nobody.
+    pub observer: Option<Arc<dyn PumpObserver>>,
+}
+
+/// Sees what only a distribution shows: each device read's and write's
+/// size, each round-trip time. Called from the pump (reads, RTTs: with the
+/// state lock held) and from whichever task writes (writes), once per
+/// system call or ping, never per record: an implementation must be
+/// cheap and must not block (an atomic histogram handle obtained once).
+pub trait PumpObserver: Send + Sync + std::fmt::Debug {
+    /// A read returned `bytes` (> 0).
+    fn device_read(&self, bytes: usize);
+    /// A write took `bytes` (> 0).
+    fn device_write(&self, bytes: usize);
+    /// A ping was answered after `rtt`.
+    fn rtt(&self, rtt: Duration);
+}
 
 /// State of the link, as front-ends and `status` see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,6 +99,50 @@ pub struct LinkStatus {
     pub closed: bool,
     /// The goodbye confirmed delivery of everything.
     pub clean_close: bool,
+}
+
+/// Counters of the pump (the device side of a bridge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PumpStats {
+    /// Reads from the device that returned data, and their bytes.
+    pub reads: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Writes to the device that took data, and their bytes.
+    pub writes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Writes the device took only part of (its ring was full).
+    pub short_writes: u64,
+    /// Writes done from an application's task while the pump was idle.
+    pub inline_writes: u64,
+    /// Receive buffers allocated (they are reused while the application
+    /// keeps up).
+    pub recv_buffers: u64,
+    /// Times slow readers' payloads were copied out of receive buffers
+    /// so the buffers could be reused.
+    pub compactions: u64,
+    /// Links that ended in a fault, and the last fault.
+    pub link_faults: u64,
+    /// Of those, by [`LinkFault::reason`] (in order of first occurrence).
+    pub faults_by_reason: Vec<(&'static str, u64)>,
+    /// Links that ended in a fault before the handshake completed on them
+    /// (an incompatible or garbled peer, a peer gone mid-handshake).
+    pub handshake_failures: u64,
+    /// Links on which the peer failed authentication (pre-shared key).
+    pub auth_failures: u64,
+    /// Sessions replaced by a fresh one after the peer's goodbye (its
+    /// `down`, a reboot); their counters are carried over (see
+    /// [`Bridge::stats`]).
+    pub peer_restarts: u64,
+    /// The last fault, if any.
+    pub last_fault: Option<LinkFault>,
+    /// Channels the peer opened to a service nobody listens on here.
+    pub refused_no_service: u64,
+    /// Channel handles alive now.
+    pub handles: usize,
+    /// Listeners registered now.
+    pub listeners: usize,
 }
 
 /// Tasks waiting on one channel: any number of readers and writers (a
@@ -85,13 +163,34 @@ impl Wakers {
     }
 }
 
+/// What the pump keeps for a channel that has a live handle. Created with
+/// the handle and removed when it drops, so nothing is kept for channels
+/// nobody holds (events for those are ignored).
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub wakers: Wakers,
+    /// The channel was reset: the handle reports why.
+    pub reset: Option<ResetReason>,
+    /// `Bridge::open` waits for the peer's answer here.
+    pub opening: Option<oneshot::Sender<Result<(), RejectReason>>>,
+    /// The peer refused a channel opened with `Bridge::open_now`: the
+    /// handle reports why.
+    pub refused: Option<RejectReason>,
+}
+
+/// A registered listener: the id tells a listener from a newer one of the
+/// same name (a dropped listener removes only itself).
+#[derive(Debug)]
+pub(crate) struct ListenerSlot {
+    pub id: u64,
+    pub tx: mpsc::Sender<Channel>,
+}
+
 pub(crate) struct State {
     pub session: Session,
-    pub wakers: HashMap<ChannelId, Wakers>,
-    /// Channels reset by the peer or a link change (handles report it).
-    pub reset: HashMap<ChannelId, crate::session::ResetReason>,
-    pub listeners: HashMap<String, mpsc::Sender<Channel>>,
-    pub opening: HashMap<ChannelId, oneshot::Sender<Result<(), RejectReason>>>,
+    pub slots: HashMap<ChannelId, Slot>,
+    pub listeners: HashMap<String, ListenerSlot>,
+    pub next_listener: u64,
     /// Incoming channels accepted but not yet handed out.
     handoff: VecDeque<(String, ChannelId)>,
     /// The configuration, for a fresh session after the peer said goodbye.
@@ -102,13 +201,31 @@ pub(crate) struct State {
     /// are dead (see `Channel`).
     pub generation: u64,
     /// The open device, for writes from an application's task when the
-    /// pump is idle (see `flush_inline`).
+    /// pump is idle (see `tx::flush_inline`).
     dev: Option<Arc<AsyncDevice>>,
     /// The pump has a transmit under way: nobody else may write.
     writing: bool,
     /// A transmit an application's task started and could not finish: the
     /// pump writes the rest before anything else.
     tx_handoff: Option<Transmit>,
+    /// How large the next transmit may be (see `tx::Sizer`).
+    sizer: tx::Sizer,
+    /// Tasks to wake once the lock is released (see `events::unlock`).
+    to_wake: Vec<Waker>,
+    /// The deadline the pump's timer is set for when it next sleeps (set
+    /// each turn under the lock): a command whose deadline is not earlier
+    /// need not wake it.
+    pump_deadline: Option<std::time::Instant>,
+    pub stats: PumpStats,
+    /// Counters of the sessions replaced after a peer's goodbye, so that
+    /// what `status` and the metrics show only grows.
+    carried: SessionStats,
+    /// Their channel traffic.
+    carried_traffic: Vec<(crate::session::TrafficKey, crate::session::Traffic)>,
+    /// The session's `rtt_samples` last told to the observer.
+    pub rtt_seen: u64,
+    /// When a refused peer request was last logged (at most one a second).
+    pub refusal_logged: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for State {
@@ -123,11 +240,26 @@ impl std::fmt::Debug for State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes the pump after an application command.
-    pub notify: Notify,
+    notify: Notify,
+    /// Set with every wake-up: a busy-polling pump, which is not waiting
+    /// on `notify`, looks at it.
+    kick: AtomicBool,
     status: watch::Sender<LinkStatus>,
+    opts: PumpOptions,
 }
 
 impl Shared {
+    /// Tells the pump that a command queued something for it.
+    pub(crate) fn wake_pump(&self) {
+        self.kick.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Takes the busy-poll flag.
+    pub(crate) fn take_kick(&self) -> bool {
+        self.kick.swap(false, Ordering::Acquire)
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock is a bug in this crate; the state
         // is still consistent enough to shut down, so don't propagate it.
@@ -146,26 +278,47 @@ impl Bridge {
     /// Starts the pump on the current tokio runtime. `local_id` must be
     /// unique per process lifetime ([`random_session_id`]).
     pub fn start(opener: Opener, cfg: SessionConfig, local_id: u64) -> Bridge {
+        Self::start_with(opener, cfg, local_id, PumpOptions::default())
+    }
+
+    /// [`start`](Self::start) with pump options.
+    pub fn start_with(
+        opener: Opener,
+        cfg: SessionConfig,
+        local_id: u64,
+        opts: PumpOptions,
+    ) -> Bridge {
         let now = Instant::now().into_std();
+        let session = Session::new(cfg.clone(), local_id, now);
+        let max_transmit = session.config().max_transmit;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                session: Session::new(cfg.clone(), local_id, now),
+                session,
                 cfg,
                 local_close: false,
                 generation: 0,
                 dev: None,
                 writing: false,
                 tx_handoff: None,
-                wakers: HashMap::new(),
-                reset: HashMap::new(),
+                sizer: tx::Sizer::new(max_transmit),
+                pump_deadline: None,
+                to_wake: Vec::new(),
+                stats: PumpStats::default(),
+                carried: SessionStats::default(),
+                carried_traffic: Vec::new(),
+                rtt_seen: 0,
+                refusal_logged: None,
+                slots: HashMap::new(),
                 listeners: HashMap::new(),
-                opening: HashMap::new(),
+                next_listener: 0,
                 handoff: VecDeque::new(),
             }),
             notify: Notify::new(),
+            kick: AtomicBool::new(false),
             status: watch::Sender::new(LinkStatus::default()),
+            opts,
         });
-        tokio::spawn(run(shared.clone(), opener));
+        tokio::spawn(link::run(shared.clone(), opener));
         Bridge { shared }
     }
 
@@ -175,12 +328,22 @@ impl Bridge {
         end: crate::CableEnd,
         cfg: SessionConfig,
     ) -> Bridge {
+        Self::on_emu_with(cable, end, cfg, PumpOptions::default())
+    }
+
+    /// [`on_emu`](Self::on_emu) with pump options.
+    pub fn on_emu_with(
+        cable: &Arc<device::emu::EmuCable>,
+        end: crate::CableEnd,
+        cfg: SessionConfig,
+        opts: PumpOptions,
+    ) -> Bridge {
         let cable = cable.clone();
         let opener: Opener = Arc::new(move || {
             let cable = cable.clone();
             Box::pin(async move { cable.open_async(end).await })
         });
-        Bridge::start(opener, cfg, random_session_id())
+        Bridge::start_with(opener, cfg, random_session_id(), opts)
     }
 
     /// Starts a bridge on a device named by a [`DeviceSpec`](crate::DeviceSpec).
@@ -189,12 +352,22 @@ impl Bridge {
         opts: device::OpenOptions,
         cfg: SessionConfig,
     ) -> Bridge {
+        Self::on_device_with(spec, opts, cfg, PumpOptions::default())
+    }
+
+    /// [`on_device`](Self::on_device) with pump options.
+    pub fn on_device_with(
+        spec: crate::DeviceSpec,
+        opts: device::OpenOptions,
+        cfg: SessionConfig,
+        pump: PumpOptions,
+    ) -> Bridge {
         let opener: Opener = Arc::new(move || {
             let spec = spec.clone();
             let opts = opts.clone();
             Box::pin(async move { device::open(&spec, &opts).await })
         });
-        Bridge::start(opener, cfg, random_session_id())
+        Bridge::start_with(opener, cfg, random_session_id(), pump)
     }
 
     /// Link state updates.
@@ -215,14 +388,55 @@ impl Bridge {
         Ok(())
     }
 
+    /// This session's identity.
+    pub fn local_id(&self) -> u64 {
+        self.shared.lock().session.local_id()
+    }
+
     /// The peer's session identity, once a handshake completed.
     pub fn peer_id(&self) -> Option<u64> {
         self.shared.lock().session.peer_id()
     }
 
-    /// Session counters.
+    /// Whether peers must prove a pre-shared key.
+    pub fn authenticates(&self) -> bool {
+        self.shared.lock().session.config().psk.is_some()
+    }
+
+    /// Why the peer was last refused by authentication (`None`: never, in
+    /// this session).
+    pub fn last_auth_failure(&self) -> Option<crate::session::auth::AuthFailure> {
+        self.shared.lock().session.last_auth_failure()
+    }
+
+    /// Session counters: since the bridge started, the sessions replaced
+    /// after a peer's goodbye included (gauges such as `rtt` and
+    /// `recv_held` are the current session's).
     pub fn stats(&self) -> SessionStats {
-        self.shared.lock().session.stats()
+        let st = self.shared.lock();
+        st.carried.plus(&st.session.stats())
+    }
+
+    /// Channel traffic by kind, class and service since the bridge
+    /// started, closed channels included (see
+    /// [`Session::traffic`](crate::session::Session::traffic)).
+    pub fn traffic(&self) -> Vec<(crate::session::TrafficKey, crate::session::Traffic)> {
+        let st = self.shared.lock();
+        let mut out = st.carried_traffic.clone();
+        for (k, t) in st.session.traffic() {
+            crate::session::traffic_entry(&mut out, k.kind, k.class, &k.service).add(&t);
+        }
+        out
+    }
+
+    /// Pump counters.
+    pub fn pump_stats(&self) -> PumpStats {
+        let st = self.shared.lock();
+        PumpStats {
+            handles: st.slots.len(),
+            listeners: st.listeners.len(),
+            ..st.stats.clone()
+        }
     }
 
     /// Per-channel counters of every live channel.
@@ -246,7 +460,7 @@ impl Bridge {
             st.local_close = true;
             st.session.close(Instant::now().into_std());
         }
-        self.shared.notify.notify_one();
+        self.shared.wake_pump();
         let mut rx = self.status();
         let clean = match rx.wait_for(|s| s.closed).await {
             Ok(s) => s.clean_close,
@@ -258,6 +472,24 @@ impl Bridge {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+}
+
+/// A random nonce for one link's authentication. Without an entropy
+/// source it falls back to the clock and a counter: unique, not secret,
+/// which still makes an old link's MACs useless on this one.
+pub(crate) fn random_link_nonce() -> [u8; crate::session::auth::NONCE_LEN] {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut b = [0u8; crate::session::auth::NONCE_LEN];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+        b[8..].copy_from_slice(&(n ^ u64::from(std::process::id()) << 32).to_le_bytes());
+    }
+    b
 }
 
 /// A random session identity.
@@ -273,302 +505,4 @@ pub fn random_session_id() -> u64 {
         return t ^ (u64::from(std::process::id()) << 32) | 1;
     }
     u64::from_le_bytes(b) | 1
-}
-
-/// Why one link ended.
-#[derive(Debug)]
-enum LinkEnd {
-    /// Session closed by goodbye.
-    Closed,
-    /// Device or protocol failure: reopen.
-    Fault(String),
-}
-
-async fn run(shared: Arc<Shared>, opener: Opener) {
-    let mut backoff = REOPEN_BACKOFF_MIN;
-    loop {
-        let dev = match opener().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::debug!("device open failed: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
-                if shared.lock().session.is_closed() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let dev = Arc::new(dev);
-        {
-            let mut st = shared.lock();
-            st.session.handle_link_up(Instant::now().into_std());
-            st.dev = Some(dev.clone());
-        }
-        let opened = Instant::now();
-        let end = run_link(&shared, &dev).await;
-        {
-            let mut st = shared.lock();
-            st.dev = None;
-            st.writing = false;
-            st.tx_handoff = None;
-            st.session.handle_link_down();
-            dispatch_events(&shared, &mut st);
-        }
-        shared.status.send_modify(|s| s.connected = false);
-        match end {
-            LinkEnd::Closed if shared.lock().local_close => break,
-            LinkEnd::Closed => {
-                // The peer shut down cleanly (its `down`, a reboot): start
-                // a fresh session and wait for it to come back. Channels of
-                // the old session are gone; their handles see that.
-                tracing::info!("peer said goodbye; waiting for it to come back");
-                let mut st = shared.lock();
-                let cfg = st.cfg.clone();
-                st.session = Session::new(cfg, random_session_id(), Instant::now().into_std());
-                st.generation += 1;
-                st.opening.clear();
-                st.reset.clear();
-                st.handoff.clear();
-                wake_all(&mut st);
-                drop(st);
-                drop(dev);
-            }
-            LinkEnd::Fault(why) => {
-                tracing::info!("link down: {why}; reopening the device");
-                drop(dev);
-                if opened.elapsed() < STABLE_LINK {
-                    // Failing again right after an open (a peer that
-                    // closes at once, a fault that repeats): back off
-                    // instead of spinning on reopen.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
-                } else {
-                    backoff = REOPEN_BACKOFF_MIN;
-                }
-            }
-        }
-    }
-    let clean = {
-        let mut st = shared.lock();
-        // Wake everyone: handles see the channels gone.
-        wake_all(&mut st);
-        st.listeners.clear();
-        st.opening.clear();
-        st.session.stats().links_up > 0
-    };
-    shared.status.send_modify(|s| {
-        s.closed = true;
-        s.connected = false;
-        if !clean {
-            s.clean_close = false;
-        }
-    });
-}
-
-async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {
-    let mut rbuf = recv_buf::RecvBuf::new();
-    let mut pending: Option<Transmit> = None;
-    // One timer for the whole link, moved only when the session's deadline
-    // moves (re-arming a timer every turn costs a timer-wheel update).
-    let far = || Instant::now() + Duration::from_secs(3600);
-    let sleep = tokio::time::sleep_until(far());
-    tokio::pin!(sleep);
-    let mut armed: Option<Instant> = None;
-    loop {
-        let deadline;
-        {
-            let mut st = shared.lock();
-            let now = Instant::now().into_std();
-            if pending.is_none() {
-                pending = match st.tx_handoff.take() {
-                    Some(t) => Some(t),
-                    None => st.session.poll_transmit(now),
-                };
-            }
-            st.writing = pending.is_some();
-            dispatch_events(shared, &mut st);
-            if st.session.is_closed() && pending.is_none() {
-                return LinkEnd::Closed;
-            }
-            deadline = st.session.poll_timeout().map(Instant::from_std);
-            let missing = st.session.input_missing(&rbuf.cur);
-            rbuf.prepare(missing);
-        }
-        if deadline != armed {
-            armed = deadline;
-            sleep.as_mut().reset(deadline.unwrap_or_else(far));
-        }
-        let has_pending = pending.is_some();
-        let iov: Vec<IoSlice<'_>> = pending
-            .as_ref()
-            .map(|t| {
-                t.segments()
-                    .iter()
-                    .take(IOV_MAX)
-                    .map(|s| IoSlice::new(s))
-                    .collect()
-            })
-            .unwrap_or_default();
-        tokio::select! {
-            r = dev.read_buf(&mut rbuf.cur) => {
-                drop(iov);
-                match r {
-                    Ok(0) => return LinkEnd::Fault("peer closed the device (EOF)".into()),
-                    Ok(_) => {
-                        let mut st = shared.lock();
-                        if let Err(e) = st.session.handle_input(Instant::now().into_std(), &mut rbuf.cur) {
-                            return LinkEnd::Fault(e.to_string());
-                        }
-                    }
-                    Err(e) => return LinkEnd::Fault(link_error(&e)),
-                }
-            }
-            w = dev.writev(&iov), if has_pending => {
-                drop(iov);
-                match w {
-                    Ok(n) => {
-                        if let Some(t) = pending.as_mut() {
-                            t.advance(n);
-                            if t.is_empty() {
-                                pending = None;
-                            }
-                        }
-                    }
-                    Err(e) => return LinkEnd::Fault(link_error(&e)),
-                }
-            }
-            _ = shared.notify.notified(), if !has_pending => {}
-            _ = &mut sleep => {
-                armed = None;
-                let mut st = shared.lock();
-                if let Err(e) = st.session.handle_timeout(Instant::now().into_std()) {
-                    return LinkEnd::Fault(e.to_string());
-                }
-            }
-        }
-    }
-}
-
-/// Called by a channel handle right after it queued something: when the
-/// pump has no write under way, the new records are written from the
-/// caller's task at once, sparing the hop to the pump task on the latency
-/// path (a lone RPC message, a ping). Whatever the device does not take
-/// goes to the pump, which also always gets a wake-up for its timers.
-pub(crate) fn flush_inline(shared: &Shared, st: &mut State) {
-    shared.notify.notify_one();
-    if st.writing || st.tx_handoff.is_some() {
-        return;
-    }
-    let Some(dev) = st.dev.clone() else {
-        return;
-    };
-    let Some(mut t) = st.session.poll_transmit(Instant::now().into_std()) else {
-        return;
-    };
-    let iov: Vec<IoSlice<'_>> = t
-        .segments()
-        .iter()
-        .take(IOV_MAX)
-        .map(|s| IoSlice::new(s))
-        .collect();
-    // WouldBlock or a device error: the pump meets it on its own write.
-    let written = dev.try_writev(&iov).unwrap_or(0);
-    drop(iov);
-    t.advance(written);
-    if !t.is_empty() {
-        st.tx_handoff = Some(t);
-        st.writing = true;
-    }
-}
-
-fn link_error(e: &io::Error) -> String {
-    if device::is_link_down(e) {
-        "cable unplugged (ENXIO)".into()
-    } else {
-        format!("device error: {e}")
-    }
-}
-
-/// Applies session events to the handles: wakes readers and writers, hands
-/// incoming channels to listeners, resolves pending opens.
-fn dispatch_events(shared: &Arc<Shared>, st: &mut State) {
-    while let Some(ev) = st.session.poll_event() {
-        match ev {
-            Event::Connected { resumed } => {
-                let stats = st.session.stats();
-                shared.status.send_modify(|s| {
-                    s.connected = true;
-                    s.links_up = stats.links_up;
-                    s.resumes = stats.resumes;
-                });
-                tracing::info!(resumed, "link up");
-            }
-            Event::Incoming { id, service, .. } => {
-                if st.listeners.contains_key(&service) {
-                    if st.session.accept(id).is_ok() {
-                        st.handoff.push_back((service, id));
-                    }
-                } else {
-                    let _ = st.session.reject(id, RejectReason::NoService);
-                }
-            }
-            Event::Opened(id) => {
-                if let Some(tx) = st.opening.remove(&id) {
-                    let _ = tx.send(Ok(()));
-                }
-            }
-            Event::Rejected(id, why) => {
-                if let Some(tx) = st.opening.remove(&id) {
-                    let _ = tx.send(Err(why));
-                }
-            }
-            Event::Readable(id) => wake(st, id, true, false),
-            Event::Writable(id) => wake(st, id, false, true),
-            Event::Reset(id, why) => {
-                st.reset.insert(id, why);
-                if let Some(tx) = st.opening.remove(&id) {
-                    let _ = tx.send(Err(RejectReason::Closed));
-                }
-                wake(st, id, true, true);
-            }
-            Event::Closed { clean } => {
-                shared.status.send_modify(|s| s.clean_close = clean);
-            }
-        }
-    }
-    while let Some((service, id)) = st.handoff.pop_front() {
-        let ch = Channel::new(shared.clone(), id, st);
-        let refused = match st.listeners.get(&service) {
-            Some(tx) => tx.try_send(ch).err().map(|e| match e {
-                mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
-            }),
-            None => Some(ch),
-        };
-        if let Some(ch) = refused {
-            // Listener gone or its backlog full: abort the channel (we hold
-            // the lock, so the handle must not drop itself).
-            ch.detach();
-            let _ = st.session.reset(id);
-            tracing::debug!(%service, "incoming channel not taken");
-        }
-    }
-}
-
-/// Wakes every waiting handle (their channels are gone).
-fn wake_all(st: &mut State) {
-    for (_, w) in st.wakers.drain() {
-        w.read.into_iter().chain(w.write).for_each(Waker::wake);
-    }
-}
-
-fn wake(st: &mut State, id: ChannelId, read: bool, write: bool) {
-    if let Some(w) = st.wakers.get_mut(&id) {
-        if read {
-            w.read.drain(..).for_each(Waker::wake);
-        }
-        if write {
-            w.write.drain(..).for_each(Waker::wake);
-        }
-    }
 }

@@ -1,10 +1,10 @@
 //! Application commands: open, accept, send, receive, finish, close.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::channel::{ChanState, Channel};
+use super::gone::{Gone, LastWord};
+use super::window::Limit;
 use super::{
     ChannelError, ChannelId, ChannelKind, Class, CloseState, Recv, RejectReason, SendError, Session,
 };
@@ -16,9 +16,12 @@ pub enum OpenError {
     /// Service names are 1..=255 bytes.
     #[error("service name must be 1 to {MAX_SERVICE_NAME} bytes, got {0}")]
     BadServiceName(usize),
-    /// Channel limit or receive budget exhausted.
-    #[error("too many channels (or no receive memory left)")]
+    /// At `max_channels` (or, after 2^31 opens, no free id).
+    #[error("too many channels (max_channels reached)")]
     TooMany,
+    /// The receive budget cannot hold another channel's starting window.
+    #[error("no receive memory left for another channel (recv_budget)")]
+    NoMemory,
     /// The session is shutting down.
     #[error("session closing")]
     Closing,
@@ -45,11 +48,28 @@ impl Session {
         if self.close != CloseState::Open {
             return Err(OpenError::Closing);
         }
-        let window = self.reserve_window(kind).ok_or(OpenError::TooMany)?;
-        let id = ChannelId(self.next_local);
-        self.next_local = self.next_local.wrapping_add(2);
-        let ch = Channel::new(kind, class, service.to_owned(), ChanState::Opening, window);
-        self.channels.insert(id.0, ch);
+        let window = match self.admit(kind, false) {
+            Ok(w) => w,
+            Err(Limit::Memory) => {
+                self.stats.open_no_memory += 1;
+                return Err(OpenError::NoMemory);
+            }
+            Err(_) => {
+                self.stats.open_too_many += 1;
+                return Err(OpenError::TooMany);
+            }
+        };
+        let Some(id) = self.alloc_local_id() else {
+            self.stats.open_too_many += 1;
+            return Err(OpenError::TooMany);
+        };
+        let mut ch = Channel::new(kind, class, service.to_owned(), ChanState::Opening, window);
+        if ch.reliable() && self.growing() {
+            // The peer grants this much to every channel opened to it:
+            // data (and the Close) may follow the Open at once.
+            ch.peer_limit = self.peer_open_credit;
+        }
+        self.insert_channel(id, ch);
         self.ctrl.push_back(Record::Open {
             chan: id.peer_view(),
             kind,
@@ -67,11 +87,26 @@ impl Session {
             return Err(ChannelError::Invalid("not waiting for accept"));
         }
         ch.state = ChanState::Open;
-        let window = ch.window as u32;
+        self.budget.pending -= 1;
+        if !self.growing() {
+            self.widen(id);
+        }
+        let Some(ch) = self.channels.get(&id.0) else {
+            return Err(ChannelError::UnknownChannel);
+        };
+        // At most what we granted: the window never exceeds the limit.
+        let window = ch.window.min(u64::from(u32::MAX)) as u32;
+        // Data that came with the Open is acknowledged with the answer
+        // (whatever the delayed acknowledgement knew of it: a link reset
+        // forgets that, and nothing re-announces a channel not accepted).
+        let owed = ch.recv_offset > ch.acked_sent || ch.wants_window();
         self.ctrl.push_back(Record::OpenOk {
             chan: id.peer_view(),
             window,
         });
+        if owed {
+            self.mark_window(id);
+        }
         self.activate(id);
         Ok(())
     }
@@ -83,11 +118,17 @@ impl Session {
             return Err(ChannelError::Invalid("not waiting for accept"));
         }
         self.remove_channel(id);
-        self.ctrl.push_back(Record::OpenReject {
-            chan: id.peer_view(),
-            reason: reason.code(),
-        });
+        self.refuse(id, reason);
         Ok(())
+    }
+
+    /// Answers an `Open` with `OpenReject`, kept as the channel's last word
+    /// (a repeated `Open` crossing our answer gets it again, rather than
+    /// being taken for a new channel).
+    pub(crate) fn refuse(&mut self, id: ChannelId, reason: RejectReason) {
+        let word = LastWord::Rejected(reason.code());
+        self.gone.insert(id, word);
+        self.ctrl.extend(Gone::records(id, word, false));
     }
 
     fn check_send(&mut self, id: ChannelId, kind: ChannelKind) -> Result<&mut Channel, SendError> {
@@ -113,12 +154,9 @@ impl Session {
     /// [`Event::Writable`](super::Event::Writable).
     pub fn send(&mut self, id: ChannelId, mut data: Bytes) -> Result<usize, SendError> {
         let limit = self.cfg.stream_window;
+        let floor = 2 * self.base_window(ChannelKind::Stream);
         let ch = self.check_send(id, ChannelKind::Stream)?;
-        let cap = if ch.peer_window > 0 {
-            ch.peer_window
-        } else {
-            limit
-        };
+        let cap = ch.stream_capacity(limit, floor);
         let room = cap.saturating_sub(ch.send_buffered()) as usize;
         if room == 0 && !data.is_empty() {
             ch.blocked = true;
@@ -135,16 +173,23 @@ impl Session {
         Ok(n)
     }
 
+    /// Bytes a stream channel's send buffer takes now (0: wait for
+    /// [`Event::Writable`](super::Event::Writable)).
+    pub fn send_room(&mut self, id: ChannelId) -> Result<usize, SendError> {
+        let limit = self.cfg.stream_window;
+        let floor = 2 * self.base_window(ChannelKind::Stream);
+        let ch = self.check_send(id, ChannelKind::Stream)?;
+        let room = ch
+            .stream_capacity(limit, floor)
+            .saturating_sub(ch.send_buffered());
+        Ok(room.min(usize::MAX as u64) as usize)
+    }
+
     /// Queues one whole message. `Err(Blocked)` when the send buffer cannot
     /// take it now.
     pub fn send_message(&mut self, id: ChannelId, msg: Bytes) -> Result<(), SendError> {
-        let limit = self.cfg.message_window;
+        let cap = self.message_capacity(id);
         let ch = self.check_send(id, ChannelKind::Message)?;
-        let cap = if ch.peer_window > 0 {
-            ch.peer_window
-        } else {
-            limit
-        };
         // A message takes its length plus one unit for its end.
         let units = msg.len() as u64 + 1;
         if units > cap {
@@ -160,6 +205,22 @@ impl Session {
         ch.push_data(msg, true);
         self.activate(id);
         Ok(())
+    }
+
+    /// A blocked sender on channel `id` could queue something now.
+    pub(super) fn has_send_room(&self, id: ChannelId) -> bool {
+        let Some(c) = self.channels.get(&id.0) else {
+            return false;
+        };
+        let cap = match c.kind {
+            ChannelKind::Stream => c.stream_capacity(
+                self.cfg.stream_window,
+                2 * self.base_window(ChannelKind::Stream),
+            ),
+            ChannelKind::Message => self.message_capacity(id),
+            ChannelKind::Datagram => return true,
+        };
+        c.send_buffered() < cap
     }
 
     /// Queues one datagram. Returns `Ok(false)` when it was dropped because
@@ -183,6 +244,40 @@ impl Session {
         ch.dgrams.push_back(d);
         self.activate(id);
         Ok(true)
+    }
+
+    /// Bytes of datagrams queued on channel `id` and not yet taken into a
+    /// transmit. With `wake_at`, when more than that is queued, an
+    /// [`Event::Writable`](super::Event::Writable) follows once the queue
+    /// has drained to `wake_at` or below: a sender that keeps its own
+    /// queue (the TUN front-end's fair queue) hands packets over only
+    /// while this one is short, and learns when to hand over more.
+    pub fn datagram_queued(
+        &mut self,
+        id: ChannelId,
+        wake_at: Option<usize>,
+    ) -> Result<usize, SendError> {
+        let ch = self.check_send(id, ChannelKind::Datagram)?;
+        let queued = ch.dgram_bytes;
+        ch.dgram_wake_at = wake_at.filter(|&w| queued > w);
+        Ok(queued)
+    }
+
+    /// Units (bytes plus one for the end) of the largest message channel
+    /// `id` may send, and so the most its send buffer holds: our own
+    /// `message_window` (the peer must not size our memory), and no more
+    /// than the peer accepts: its Hello says, or for an older peer the
+    /// window of its `Open`/`OpenOk`; before either, ours (an `OpenOk`
+    /// then aborts a channel holding a message too large).
+    pub(super) fn message_capacity(&self, id: ChannelId) -> u64 {
+        let own = self.cfg.message_window;
+        match self.channels.get(&id.0) {
+            _ if self.peer_max_message > 0 && self.growing() => {
+                own.min(self.peer_max_message.saturating_add(1))
+            }
+            Some(c) if c.peer_window > 0 && !self.growing() => own.min(c.peer_window),
+            _ => own,
+        }
     }
 
     /// Largest datagram that fits one record for the peer.
@@ -240,6 +335,8 @@ impl Session {
     }
 
     fn after_recv(&mut self, id: ChannelId) {
+        // What the application took no longer holds budget.
+        self.sync_held(id);
         if self.channels.get(&id.0).is_some_and(Channel::wants_window) {
             self.mark_window(id);
         }
@@ -259,24 +356,26 @@ impl Session {
     /// The application dropped its handle: finish our direction after the
     /// queued data, discard what is buffered and what still arrives (credit
     /// keeps flowing, so the peer is never stuck), and let the channel go
-    /// when the peer finished too. A channel still waiting for an answer to
-    /// its `Open` is reset instead.
+    /// when the peer finished too. A reliable channel still waiting for an
+    /// answer to its `Open` does the same (what it sent before the answer
+    /// is delivered if the peer accepts); any other unanswered channel is
+    /// reset.
     pub fn release(&mut self, id: ChannelId) -> Result<(), ChannelError> {
         let ch = self.chan_mut(id)?;
-        if ch.state != ChanState::Open {
+        let early = ch.state == ChanState::Opening && ch.reliable();
+        if ch.state != ChanState::Open && !early {
             return self.reset(id);
         }
         ch.fin_queued = true;
         ch.released = true;
         ch.consumed = ch.recv_offset;
-        ch.recv_queue.clear();
-        ch.recv_bytes = 0;
-        ch.partial.clear();
-        ch.partial_len = 0;
+        ch.discard_received();
         if ch.peer_fin.is_some() {
             ch.fin_delivered = true;
         }
-        if ch.wants_window() {
+        let wants = ch.wants_window();
+        self.sync_held(id);
+        if wants {
             self.mark_window(id);
         }
         self.activate(id);
@@ -293,12 +392,41 @@ impl Session {
     /// Aborts a channel in both directions; queued data is discarded.
     pub fn reset(&mut self, id: ChannelId) -> Result<(), ChannelError> {
         self.chan_mut(id)?;
-        self.remove_channel(id);
-        self.ctrl.push_back(Record::Reset {
-            chan: id.peer_view(),
-            code: 0,
-        });
+        self.abort(id);
         Ok(())
+    }
+
+    /// Removes a channel and tells the peer with a `Reset`, kept as the
+    /// channel's last word until the peer is known to have read it.
+    pub(crate) fn abort(&mut self, id: ChannelId) {
+        self.remove_channel(id);
+        let word = LastWord::Reset(0);
+        self.gone.insert(id, word);
+        self.ctrl.extend(Gone::records(id, word, false));
+    }
+
+    /// The next free local id: ids of live channels and of channels the
+    /// peer may still know are skipped, so after 2^31 opens the ids wrap
+    /// around without touching a live one. `None` when all are taken.
+    fn alloc_local_id(&mut self) -> Option<ChannelId> {
+        for _ in 0..=self.channels.len() + self.gone.len() {
+            let id = ChannelId(self.next_local);
+            self.next_local = self.next_local.wrapping_add(2);
+            if self.next_local < id.0 {
+                self.local_wrapped = true;
+            }
+            if !self.channels.contains_key(&id.0) && !self.gone.contains(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Starts local channel ids at `id` (rounded down to even), so that
+    /// tests reach the wrap of the id space without 2^31 opens.
+    #[cfg(any(test, feature = "fuzz-ops"))]
+    pub fn set_next_channel_id(&mut self, id: u32) {
+        self.next_local = id & !1;
     }
 
     /// Removes a channel that is done in both directions: our `Close` went
@@ -308,34 +436,40 @@ impl Session {
         let done = self.channels.get(&id.0).is_some_and(|c| {
             c.fin_sent && c.acked == c.write_offset && c.peer_fin.is_some() && c.fin_delivered
         });
-        if done {
-            if let Some(c) = self.channels.get(&id.0) {
-                if c.ack_owed || c.window_dirty {
-                    // The peer keeps its channel until everything it sent
-                    // is acknowledged: send the last acknowledgement now,
-                    // the channel will not be there to send it later.
-                    self.ctrl.push_back(Record::Window {
-                        chan: id.peer_view(),
-                        received: c.recv_offset,
-                        limit: c.advertised.max(c.consumed + c.window),
-                        resume: false,
-                    });
-                }
-            }
-            self.remove_channel(id);
+        if !done {
+            return;
         }
-    }
-
-    /// Shuts the session down cleanly: queued data goes out, then both
-    /// sides exchange `Goodbye` (each confirming it received everything the
-    /// other sent) before the device may be closed. [`Event::Closed`]
-    /// reports the outcome; give up after the configured goodbye timeout.
-    ///
-    /// [`Event::Closed`]: super::Event::Closed
-    pub fn close(&mut self, now: Instant) {
-        if self.close == CloseState::Open {
-            self.close = CloseState::Draining;
-            self.close_deadline = Some(now + self.cfg.goodbye_timeout);
+        let Some(c) = self.channels.get(&id.0) else {
+            return;
+        };
+        let reliable = c.reliable();
+        let owed = reliable && (c.ack_owed || c.window_dirty || c.acked_sent < c.recv_offset);
+        let final_offset = c.write_offset;
+        let word = LastWord::Finished {
+            final_offset,
+            received: reliable.then_some(c.recv_offset),
+        };
+        self.remove_channel(id);
+        // Nothing confirms our Close, and the peer keeps its channel until
+        // it has it (and, reliable, until everything it sent is
+        // acknowledged); either can be lost with the link: they are the
+        // channel's last word (`gone`), datagram channels included (they
+        // do not resume: the peer would keep its end forever).
+        self.gone.insert(id, word);
+        if owed {
+            // The Close went out already; the acknowledgement goes now.
+            self.ctrl.extend(
+                Gone::records(id, word, false).filter(|r| !matches!(r, Record::Close { .. })),
+            );
+        } else {
+            // Sent already (maybe on a link that is about to fail): the
+            // next ping confirms it.
+            let rec = Record::Close {
+                chan: id.peer_view(),
+                final_offset,
+            };
+            self.gone.sent(&rec, self.next_token);
+            self.ping_wanted = true;
         }
     }
 }

@@ -4,57 +4,85 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
-use super::channel::{ChanState, Channel};
+use super::channel::{ChanState, Channel, Held};
 use super::{
     ChannelId, ChannelKind, CloseState, Event, LinkState, RejectReason, ResetReason, Session,
     SessionError,
 };
 use crate::wire::{Record, RecordIter, VERSION};
 
-/// Where the next batch could start: the next occurrence of the magic
-/// after the first byte (or the end, keeping a possible partial magic).
-fn resync_point(buf: &BytesMut) -> usize {
-    let magic = crate::wire::MAGIC.to_le_bytes();
-    buf.windows(4)
-        .skip(1)
-        .position(|w| w == magic)
-        .map_or(buf.len().saturating_sub(3).max(1), |p| p + 1)
-}
-
 /// Receive-side cost of one queued datagram beyond its bytes.
 pub(crate) const DGRAM_OVERHEAD: usize = 64;
 /// Control records (answers to the peer) we queue at most: far above what
 /// any well-behaved exchange needs, far below what would hurt memory.
 const MAX_CTRL_QUEUE: usize = 65_536;
+/// Old Hellos (see `hello_is_live`) skipped per link before one that keeps
+/// coming is taken as live: a stale tail holds a few at most, and a live
+/// peer resends its Hello every 100 ms.
+const STALE_HELLOS_MAX: u32 = 8;
+/// Largest batch body accepted before the peer's Hello: one Hello record
+/// and room for a later version's longer one.
+const HELLO_BATCH_MAX: usize = 4096;
 /// Payloads below this size are copied out of the receive buffer: a few
 /// bytes must not pin a multi-MiB read buffer while they wait for a slow
 /// reader (the window counts bytes, not the buffers behind them).
 const OWN_BELOW: usize = 4096;
 
-fn own_if_small(b: bytes::Bytes) -> bytes::Bytes {
+fn own_if_small(b: bytes::Bytes) -> Held {
     if b.len() < OWN_BELOW {
-        bytes::Bytes::copy_from_slice(&b)
+        Held {
+            data: bytes::Bytes::copy_from_slice(&b),
+            borrowed: false,
+        }
     } else {
-        b
+        Held {
+            data: b,
+            borrowed: true,
+        }
     }
 }
 
-fn violation(what: impl Into<String>) -> SessionError {
+pub(super) fn violation(what: impl Into<String>) -> SessionError {
     SessionError::Protocol(what.into())
 }
 
 impl Session {
-    /// The device was (re)opened: start the handshake.
+    /// The device was (re)opened: start the handshake. The link's
+    /// authentication nonce is derived from the session identity and a
+    /// counter: deterministic, for harnesses. A driver that authenticates
+    /// peers gives a random one with
+    /// [`handle_link_up_with_nonce`](Self::handle_link_up_with_nonce).
     pub fn handle_link_up(&mut self, now: Instant) {
+        self.nonce_counter += 1;
+        let mut nonce = [0u8; super::auth::NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.local_id.to_le_bytes());
+        nonce[8..].copy_from_slice(&self.nonce_counter.to_le_bytes());
+        self.handle_link_up_with_nonce(now, nonce);
+    }
+
+    /// [`handle_link_up`](Self::handle_link_up) with this link's nonce:
+    /// random bytes, never used for another link (an old link's MACs then
+    /// prove nothing on this one).
+    pub fn handle_link_up_with_nonce(&mut self, now: Instant, nonce: [u8; super::auth::NONCE_LEN]) {
         self.handle_link_down();
+        self.link_nonce = nonce;
+        self.peer_nonce = None;
+        self.auth_failed_here = false;
         self.link = LinkState::Handshaking;
         self.seen_peer_hello = false;
         self.peer_saw_us = false;
+        self.stale_hellos_here = 0;
+        // Who we knew before this link: only a peer we met (its link was
+        // up, so it knows us). A peer whose Hello we merely saw, or learnt
+        // during this link's handshake, is not one to resume: a restarted
+        // peer would echo our id back and be taken for the old one.
+        self.hello_resume_of = self.peer_id.filter(|_| self.met_peer).unwrap_or(0);
         self.sent_seen = false;
         self.pending_connected = None;
         self.hello_due = Some(now);
         self.last_rx = now;
         self.stats.links_up += 1;
+        self.pacing.link_up();
     }
 
     /// The device failed or was closed: forget everything tied to the byte
@@ -65,14 +93,10 @@ impl Session {
         self.decoder.reset();
         let _ = self.builder.finish();
         // Everything queued is re-derived on the next handshake (opens,
-        // answers, credit: see `resume_channel`), except aborts: a channel
-        // we reset is gone here, so only its Reset can tell the peer.
-        self.ctrl.retain(|r| matches!(r, Record::Reset { .. }));
-        // Resets that went out but may have been lost with the link: the
-        // channel is gone here, so they are the only news of it.
-        for (chan, code, _) in std::mem::take(&mut self.resets_unconfirmed) {
-            self.ctrl.push_back(Record::Reset { chan, code });
-        }
+        // answers, credit: see `resume_channel`), except the last words
+        // about channels that are gone here: they go again (`gone`).
+        self.ctrl.clear();
+        self.ctrl.extend(self.gone.link_down());
         self.window_dirty.clear();
         for c in self.channels.values_mut() {
             c.window_dirty = false;
@@ -84,6 +108,10 @@ impl Session {
         self.unacked_rx.clear();
         self.ack_due = None;
         for c in self.channels.values_mut() {
+            // A channel waiting for its OpenOk may have sent data too.
+            if c.reliable() && c.state != ChanState::PendingAccept {
+                c.link_down();
+            }
             c.ack_owed = false;
             // Datagrams are not worth delivering late.
             let dropped = c.dgrams.len() as u64;
@@ -96,54 +124,98 @@ impl Session {
 
     /// Consumes every complete batch at the front of `buf`; a partial batch
     /// stays there for the next call. An error is a link fault.
+    ///
+    /// This is [`handle_batch`](Self::handle_batch) and
+    /// [`handle_bad_input`](Self::handle_bad_input) with the session's own
+    /// decoder; a driver that checks batches off its state lock uses those
+    /// two with a [`BatchDecoder`](crate::wire::BatchDecoder) of its own.
     pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), SessionError> {
         if self.link == LinkState::Down {
             buf.clear();
             return Ok(());
         }
         loop {
-            let before = buf.len();
-            let body = match self.decoder.decode(buf) {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(_) if !self.seen_peer_hello && !buf.is_empty() => {
-                    // Before the peer's Hello, garbage is expected on real
-                    // hardware: the peer may still write the tail of the
-                    // previous link's stream (mid-batch) until it notices
-                    // our reopen. Skip to the next magic instead of failing.
-                    self.decoder.reset();
-                    let skip = resync_point(buf);
-                    self.stats.resync_bytes += skip as u64;
-                    buf.advance(skip);
-                    continue;
-                }
+            self.decoder.set_max_body(self.accepted_batch_len());
+            match self.decoder.decode(buf) {
+                Ok(Some(body)) => self.handle_batch(now, body)?,
+                Ok(None) => return Ok(()),
                 Err(e) => {
-                    if matches!(
-                        e,
-                        crate::wire::DecodeError::BodyChecksum { .. }
-                            | crate::wire::DecodeError::HeaderChecksum
-                            | crate::wire::DecodeError::BadMagic { .. }
-                    ) {
-                        self.stats.corrupt_batches += 1;
-                    }
-                    return Err(e.into());
-                }
-            };
-            self.last_rx = now;
-            self.stats.batches_rx += 1;
-            self.stats.bytes_rx += (before - buf.len()) as u64 + 16;
-            for rec in RecordIter::new(body) {
-                let rec = rec?;
-                self.stats.records_rx += 1;
-                self.handle_record(now, rec)?;
-                if self.ctrl.len() > MAX_CTRL_QUEUE {
-                    // Answers pile up only if the peer keeps asking and
-                    // never reads them.
-                    return Err(violation("control records flood (peer does not read)"));
+                    self.handle_bad_input(&e)?;
+                    self.decoder.reset();
+                    let skip = crate::wire::resync_point(buf);
+                    self.skipped(skip);
+                    buf.advance(skip);
                 }
             }
         }
+    }
+
+    /// Largest batch body to accept now. Before the peer's Hello on this
+    /// link, everything valid the peer sends is a lone Hello (it sends
+    /// nothing else before it has ours): a header announcing more is the
+    /// stale tail of the previous link, or garbage, and waiting for its
+    /// body would swallow the Hellos that follow (a peer that sent such a
+    /// header stalled the handshake for good).
+    pub fn accepted_batch_len(&self) -> usize {
+        if self.seen_peer_hello {
+            self.cfg.max_batch_body
+        } else {
+            HELLO_BATCH_MAX
+        }
+    }
+
+    /// One verified batch body (its checksum matched). An error is a link
+    /// fault.
+    pub fn handle_batch(&mut self, now: Instant, body: bytes::Bytes) -> Result<(), SessionError> {
+        if self.link == LinkState::Down {
+            return Ok(());
+        }
+        self.last_rx = now;
+        self.stats.batches_rx += 1;
+        self.stats.bytes_rx += (body.len() + crate::wire::BATCH_HEADER_LEN) as u64;
+        for rec in RecordIter::new(body) {
+            let rec = rec?;
+            self.stats.records_rx += 1;
+            self.handle_record(now, rec)?;
+            if self.ctrl.len() > MAX_CTRL_QUEUE {
+                // Answers pile up only if the peer keeps asking and
+                // never reads them.
+                return Err(violation("control records flood (peer does not read)"));
+            }
+        }
         Ok(())
+    }
+
+    /// The input could not be decoded (`e`). Before the peer's Hello on this
+    /// link that is expected on real hardware (the peer may still write the
+    /// tail of the previous link's stream, mid-batch, until it notices our
+    /// reopen): `Ok`, and the caller skips to the next possible batch start
+    /// ([`resync_point`](crate::wire::resync_point)). After it, any
+    /// corruption is a link fault: `Err`.
+    pub fn handle_bad_input(&mut self, e: &crate::wire::DecodeError) -> Result<(), SessionError> {
+        if !self.seen_peer_hello {
+            return Ok(());
+        }
+        if e.is_corruption() {
+            self.stats.corrupt_batches += 1;
+        }
+        Err(e.clone().into())
+    }
+
+    /// The caller skipped `n` undecodable bytes (see `handle_bad_input`).
+    pub fn skipped(&mut self, n: usize) {
+        self.stats.resync_bytes += n as u64;
+    }
+
+    /// Copies received payloads that are still slices of the driver's
+    /// receive buffers into memory of their own, so those buffers can be
+    /// reused: a slow reader then holds what its window allows, not the
+    /// multi-MiB buffers behind a few of its bytes. Returns the bytes
+    /// copied. A driver calls this when it finds no buffer to reuse.
+    pub fn compact_received(&mut self) -> usize {
+        let n: usize = self.channels.values_mut().map(Channel::compact).sum();
+        self.stats.compacted_bytes += n as u64;
+        n
     }
 
     /// How many more bytes complete the batch being received (a hint for
@@ -160,6 +232,10 @@ impl Session {
             max_record,
             session_id,
             resume_of,
+            caps,
+            max_message,
+            open_credit,
+            auth,
             ..
         } = rec
         {
@@ -168,6 +244,12 @@ impl Session {
                     ours: VERSION,
                     theirs: version,
                 });
+            }
+            if !self.hello_is_live(session_id, resume_of) {
+                return Ok(());
+            }
+            if !self.hello_authenticated(session_id, auth) {
+                return Ok(());
             }
             if seen_peer {
                 self.peer_saw_us = true;
@@ -186,6 +268,10 @@ impl Session {
                 .min(self.cfg.max_batch_body);
             self.peer_max_record = (max_record as usize).clamp(4096, crate::wire::MAX_RECORD_LEN);
             self.builder.set_max_batch(self.peer_max_batch);
+            let grows = caps & crate::wire::CAP_WINDOWS != 0;
+            self.peer_grows = grows;
+            self.peer_max_message = if grows { u64::from(max_message) } else { 0 };
+            self.peer_open_credit = if grows { u64::from(open_credit) } else { 0 };
             self.on_peer_hello(now, session_id, resume_of);
             self.maybe_up();
             return Ok(());
@@ -193,6 +279,9 @@ impl Session {
         if !self.seen_peer_hello {
             return Err(violation("record before Hello"));
         }
+        self.pacing.received(rec.encoded_len());
+        // The peer sends this only once its link is up: it knows us.
+        self.met_peer = true;
         match rec {
             Record::Hello { .. } => Ok(()),
             Record::Ping { token } => {
@@ -201,20 +290,26 @@ impl Session {
             }
             Record::Pong { token } => {
                 // Everything sent before that ping has been read.
-                self.resets_unconfirmed.retain(|(_, _, t)| *t > token);
+                self.gone.confirm(token);
                 if let Some((t, sent)) = self.ping_out {
                     if t == token {
                         self.stats.rtt = Some(now.saturating_duration_since(sent));
+                        self.stats.rtt_samples += 1;
                         self.ping_out = None;
                     }
                 }
                 Ok(())
             }
-            Record::Goodbye => self.on_goodbye(now),
+            Record::Goodbye { seen_peer } => {
+                self.on_goodbye(now, seen_peer);
+                Ok(())
+            }
             Record::GoodbyeAck => {
-                if self.close == CloseState::GoodbyeSent {
-                    self.finish_close(true);
-                }
+                self.on_goodbye_ack();
+                Ok(())
+            }
+            Record::Progress { read, want } => {
+                self.pacing.on_progress(read, want);
                 Ok(())
             }
             Record::Open {
@@ -257,7 +352,7 @@ impl Session {
                 end,
                 payload,
             } => self.on_data(now, ChannelId(chan), offset, end, payload),
-            Record::Dgram { chan, payload } => self.on_dgram(ChannelId(chan), payload),
+            Record::Dgram { chan, payload } => self.on_dgram(now, ChannelId(chan), payload),
             Record::Window {
                 chan,
                 received,
@@ -269,11 +364,11 @@ impl Session {
 
     /// Finds a channel the peer refers to. `Ok(None)`: it existed once and
     /// is gone (late records are normal). `Err`: the id was never valid.
-    fn lookup(&mut self, id: ChannelId) -> Result<Option<&mut Channel>, SessionError> {
+    pub(super) fn lookup(&mut self, id: ChannelId) -> Result<Option<&mut Channel>, SessionError> {
         let never = if id.is_remote() {
             id.0 > self.max_remote
         } else {
-            id.0 >= self.next_local
+            !self.local_wrapped && id.0 >= self.next_local
         };
         if never {
             return Err(violation(format!("channel {id} was never opened")));
@@ -287,6 +382,90 @@ impl Session {
         }
     }
 
+    /// Whether a Hello is the peer's Hello on this link, not an old one:
+    ///
+    /// * our own identity: our bytes come back (a cable looped to itself,
+    ///   a reflecting peer). A session never talks to itself;
+    /// * the peer we have met, not knowing us: every Hello of a live peer
+    ///   that met us names us in `resume_of`, so this is a Hello of an
+    ///   earlier link (the stale tail of the old byte stream after a
+    ///   replug), and taking it for a restart would reset every channel;
+    /// * the peer session we had before it restarted: its stale tail.
+    ///
+    /// Such Hellos are skipped and counted; the live one follows (Hellos
+    /// are resent until the link is up). A stale tail holds a few old
+    /// Hellos at most: one that keeps coming on this link is live after
+    /// all (a peer restarted with its old identity) and is taken as a
+    /// restart. Our own identity never is.
+    fn hello_is_live(&mut self, session_id: u64, resume_of: u64) -> bool {
+        if session_id == self.local_id {
+            self.stats.stale_hellos += 1;
+            return false;
+        }
+        let old = (self.met_peer && self.peer_id == Some(session_id) && resume_of != self.local_id)
+            || self.retired_peer == Some(session_id);
+        if old && self.stale_hellos_here < STALE_HELLOS_MAX {
+            self.stale_hellos_here += 1;
+            self.stats.stale_hellos += 1;
+            return false;
+        }
+        if old {
+            // It came back with the identity it had: a restart.
+            self.retired_peer = None;
+        }
+        true
+    }
+
+    /// With a pre-shared key: whether this Hello proves the peer holds it
+    /// (see `auth`). Until one does, the peer's Hellos change nothing but
+    /// its nonce (which our own proof needs) and our reply. The proof
+    /// travels whether or not the Hello is flagged "seen": "seen" keeps its
+    /// meaning (the sender has *taken* our Hello, so it reads what follows
+    /// in step), or a side would go up and send data that the other, still
+    /// reading as before a Hello, skips (a fuzz input found that). Without a key:
+    /// whether the peer does not require one. Failures are counted once
+    /// per link.
+    fn hello_authenticated(
+        &mut self,
+        session_id: u64,
+        auth: Option<crate::wire::HelloAuth>,
+    ) -> bool {
+        use super::auth::AuthFailure;
+        let failure = match (&self.cfg.psk, auth) {
+            (None, None) => return true,
+            (None, Some(_)) => AuthFailure::NoKeyHere,
+            (Some(_), None) => AuthFailure::PeerHasNoKey,
+            (Some(k), Some(a)) => {
+                if self.peer_nonce != Some((session_id, a.nonce)) {
+                    // Our proof needs its nonce: send it now.
+                    self.peer_nonce = Some((session_id, a.nonce));
+                    self.hello_reply = true;
+                }
+                if a.mac == [0; crate::session::auth::MAC_LEN] {
+                    // It has not had our nonce yet: no proof to check.
+                    return false;
+                }
+                if k.verify(
+                    session_id,
+                    self.local_id,
+                    &a.nonce,
+                    &self.link_nonce,
+                    &a.mac,
+                ) {
+                    return true;
+                }
+                AuthFailure::WrongKey
+            }
+        };
+        if !self.auth_failed_here {
+            self.auth_failed_here = true;
+            self.stats.auth_failures += 1;
+            self.push_event(Event::AuthFailed(failure));
+        }
+        self.last_auth_failure = Some(failure);
+        false
+    }
+
     /// The link is up once both Hellos crossed: we have the peer's, and the
     /// peer's says it has ours. Only then do we send anything else, so
     /// everything after a Hello is read by a peer that is in step with
@@ -295,6 +474,7 @@ impl Session {
     fn maybe_up(&mut self) {
         if self.link == LinkState::Handshaking && self.seen_peer_hello && self.peer_saw_us {
             self.link = LinkState::Up;
+            self.met_peer = true;
             self.hello_due = None;
             if let Some(resumed) = self.pending_connected.take() {
                 self.push_event(Event::Connected { resumed });
@@ -304,25 +484,27 @@ impl Session {
 
     fn on_peer_hello(&mut self, _now: Instant, session_id: u64, resume_of: u64) {
         self.seen_peer_hello = true;
-        let resumed = self.peer_id == Some(session_id) && resume_of == self.local_id;
+        let same_peer = self.peer_id == Some(session_id);
+        let resumed = same_peer && resume_of == self.local_id;
+        // A peer we met that no longer knows us restarted, even with the
+        // same identity (`hello_is_live` let it through).
+        let restarted = self.peer_id.is_some() && (!same_peer || self.met_peer);
         let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
         if resumed {
             self.stats.resumes += 1;
-            if self.close == CloseState::GoodbyeSent {
-                // Our Goodbye may be lost: send it again after whatever
-                // the channels retransmit.
-                self.close = CloseState::Draining;
-            }
+            self.resume_close();
             for id in ids {
                 self.resume_channel(id);
             }
-        } else if self.peer_id.is_some() {
+        } else if restarted {
             // A different peer session: nothing it knows of ours survives,
             // and nothing queued for the old one may reach the new one.
+            self.retired_peer = self.peer_id;
+            self.met_peer = false;
             self.ctrl.clear();
             self.window_dirty.clear();
             self.unacked_rx.clear();
-            self.resets_unconfirmed.clear();
+            self.gone.clear();
             if self.close != CloseState::Open {
                 // The peer we were saying goodbye to is gone.
                 self.finish_close(false);
@@ -333,8 +515,10 @@ impl Session {
             }
             self.max_remote = 0;
         } else {
-            // First handshake: opens made before it may have been dropped
-            // with an earlier link; announce those again.
+            // First handshake (or the same peer, which never got ours on
+            // an earlier link and so never opened anything with us): opens
+            // made before it may have been dropped with an earlier link;
+            // announce those again.
             for id in ids {
                 let queued = self
                     .ctrl
@@ -347,161 +531,30 @@ impl Session {
         }
         self.peer_id = Some(session_id);
         self.pending_connected = Some(resumed);
+        self.early_credit();
     }
 
-    /// Re-announces a channel's state on a resumed link.
-    fn resume_channel(&mut self, id: ChannelId) {
-        let Some(c) = self.channels.get_mut(&id.0) else {
+    /// Channels opened before the peer's Hello may now send within the
+    /// credit it grants every new channel (not a message channel holding a
+    /// message larger than the peer takes: its `OpenOk` aborts it).
+    fn early_credit(&mut self) {
+        if !self.growing() || self.peer_open_credit == 0 {
             return;
-        };
-        match c.state {
-            ChanState::Opening => self.ctrl.push_back(Record::Open {
-                chan: id.peer_view(),
-                kind: c.kind,
-                class: c.class,
-                window: c.window as u32,
-                service: c.service.clone(),
-            }),
-            ChanState::PendingAccept => {}
-            ChanState::Open => {
-                if id.is_remote() {
-                    self.ctrl.push_back(Record::OpenOk {
-                        chan: id.peer_view(),
-                        window: c.window as u32,
-                    });
-                }
-                let done =
-                    c.peer_fin == Some(c.recv_offset) && c.fin_sent && c.acked == c.write_offset;
-                if c.reliable() && done {
-                    // Everything arrived both ways; the peer may have let
-                    // the channel go already, so don't ask it to resume.
-                } else if c.reliable() {
-                    c.advertised = c.consumed + c.window;
-                    c.acked_sent = c.recv_offset;
-                    c.ack_owed = false;
-                    self.ctrl.push_back(Record::Window {
-                        chan: id.peer_view(),
-                        received: c.recv_offset,
-                        limit: c.advertised,
-                        resume: true,
-                    });
-                } else if c.fin_sent {
-                    c.fin_sent = false;
-                    self.activate(id);
-                }
+        }
+        let credit = self.peer_open_credit;
+        let max_message = self.peer_max_message;
+        let mut ids = Vec::new();
+        for (id, c) in self.channels.iter_mut() {
+            let too_big = c.kind == ChannelKind::Message
+                && c.pending.iter().any(|m| m.data.len() as u64 > max_message);
+            if c.state == ChanState::Opening && c.reliable() && !too_big {
+                c.peer_limit = c.peer_limit.max(credit);
+                ids.push(ChannelId(*id));
             }
         }
-    }
-
-    fn on_open(
-        &mut self,
-        id: ChannelId,
-        kind: ChannelKind,
-        class: super::Class,
-        window: u64,
-        service: String,
-    ) -> Result<(), SessionError> {
-        if !id.is_remote() {
-            return Err(violation("Open with a locally allocated id"));
+        for id in ids {
+            self.activate(id);
         }
-        if id.0 <= self.max_remote {
-            // A repeat after a resume: answer again if we still know it.
-            match self.channels.get_mut(&id.0) {
-                Some(c) if c.state == ChanState::Open => {
-                    // The opener never saw our OpenOk, so nothing we sent
-                    // after it either: send it all again.
-                    c.rewind(c.acked);
-                    let window = c.window as u32;
-                    self.ctrl.push_back(Record::OpenOk {
-                        chan: id.peer_view(),
-                        window,
-                    });
-                    self.activate(id);
-                }
-                Some(_) => {}
-                None => self.ctrl.push_back(Record::OpenReject {
-                    chan: id.peer_view(),
-                    reason: RejectReason::Closed.code(),
-                }),
-            }
-            return Ok(());
-        }
-        self.max_remote = id.0;
-        if self.close != CloseState::Open {
-            self.ctrl.push_back(Record::OpenReject {
-                chan: id.peer_view(),
-                reason: RejectReason::Refused.code(),
-            });
-            return Ok(());
-        }
-        let Some(own) = self.reserve_window(kind) else {
-            self.ctrl.push_back(Record::OpenReject {
-                chan: id.peer_view(),
-                reason: RejectReason::TooMany.code(),
-            });
-            return Ok(());
-        };
-        let mut c = Channel::new(kind, class, service.clone(), ChanState::PendingAccept, own);
-        c.peer_limit = window;
-        c.peer_window = window;
-        self.channels.insert(id.0, c);
-        self.push_event(Event::Incoming {
-            id,
-            kind,
-            class,
-            service,
-        });
-        Ok(())
-    }
-
-    fn on_open_ok(&mut self, id: ChannelId, window: u64) -> Result<(), SessionError> {
-        let Some(c) = self.lookup(id)? else {
-            return Ok(());
-        };
-        if c.state != ChanState::Opening {
-            return Ok(()); // a repeat after a resume
-        }
-        c.state = ChanState::Open;
-        c.peer_window = window;
-        c.peer_limit = c.peer_limit.max(window);
-        let too_big = c.kind == ChannelKind::Message
-            && c.pending.iter().any(|m| m.data.len() as u64 >= window);
-        if too_big {
-            self.remove_channel(id);
-            self.ctrl.push_back(Record::Reset {
-                chan: id.peer_view(),
-                code: 0,
-            });
-            self.push_event(Event::Reset(id, ResetReason::Local));
-            return Ok(());
-        }
-        self.push_event(Event::Opened(id));
-        self.activate(id);
-        Ok(())
-    }
-
-    fn on_close(&mut self, id: ChannelId, final_offset: u64) -> Result<(), SessionError> {
-        let Some(c) = self.lookup(id)? else {
-            return Ok(());
-        };
-        if c.reliable() && final_offset < c.recv_offset {
-            return Err(violation(format!("{id}: Close below received data")));
-        }
-        if c.peer_fin.is_some_and(|f| f != final_offset) {
-            return Err(violation(format!("{id}: Close moved the end")));
-        }
-        c.peer_fin = Some(final_offset);
-        if c.released {
-            c.fin_delivered = true;
-        }
-        // The sender is done: acknowledge at once, not after the delay.
-        let ack_now = c.reliable() && c.ack_owed;
-        if ack_now {
-            self.mark_window(id);
-        }
-        self.signal_readable(id);
-        self.maybe_gc(id);
-        Ok(())
     }
 
     fn on_data(
@@ -513,6 +566,13 @@ impl Session {
         mut payload: bytes::Bytes,
     ) -> Result<(), SessionError> {
         let Some(c) = self.lookup(id)? else {
+            return Ok(());
+        };
+        if c.class == super::Class::Latency {
+            let hold = self.cfg.latency_hold;
+            self.pacing.latency_seen(now, hold);
+        }
+        let Some(c) = self.channels.get_mut(&id.0) else {
             return Ok(());
         };
         if !c.reliable() {
@@ -545,25 +605,40 @@ impl Session {
         }
         let skip = ((c.recv_offset - offset) as usize).min(payload.len());
         let _ = payload.split_to(skip);
-        let payload = own_if_small(payload);
         c.recv_offset = offset + len;
+        c.rx_tick = true;
+        // The peer used all its credit (a message's end needs one unit
+        // with its last byte): it waits for us (see `window`).
+        if c.advertised - c.recv_offset <= u64::from(c.kind == ChannelKind::Message) {
+            c.hit_limit = true;
+        }
         let newly_owed = !c.ack_owed;
         c.ack_owed = true;
         c.stats.bytes_rx += payload.len() as u64;
         c.stats.records_rx += 1;
-        if c.released {
+        let mut completed = false;
+        let released = c.released;
+        if released {
             c.consumed = c.recv_offset;
         } else if c.kind == ChannelKind::Message {
-            if let Some(m) = c.assemble(payload, end) {
-                c.recv_bytes += m.len();
-                c.recv_queue.push_back(m);
+            if let Some(m) = c.assemble(own_if_small(payload), end) {
+                c.recv_bytes += m.data.len();
+                c.hold(m);
+                completed = true;
             }
         } else if !payload.is_empty() {
             c.recv_bytes += payload.len();
-            c.recv_queue.push_back(payload);
+            c.hold(own_if_small(payload));
         }
         let want_window = c.wants_window();
         let readable = !c.recv_queue.is_empty();
+        if completed {
+            self.message_completed(id);
+        }
+        if released {
+            // Discarded at once: it holds no budget.
+            self.sync_held(id);
+        }
         if newly_owed {
             // Delayed acknowledgement: bytes below the window thresholds
             // are acknowledged within `ack_delay` (frees the sender's
@@ -581,8 +656,20 @@ impl Session {
         Ok(())
     }
 
-    fn on_dgram(&mut self, id: ChannelId, payload: bytes::Bytes) -> Result<(), SessionError> {
+    fn on_dgram(
+        &mut self,
+        now: Instant,
+        id: ChannelId,
+        payload: bytes::Bytes,
+    ) -> Result<(), SessionError> {
         let Some(c) = self.lookup(id)? else {
+            return Ok(());
+        };
+        if c.class == super::Class::Latency {
+            let hold = self.cfg.latency_hold;
+            self.pacing.latency_seen(now, hold);
+        }
+        let Some(c) = self.channels.get_mut(&id.0) else {
             return Ok(());
         };
         if c.kind != ChannelKind::Datagram {
@@ -591,10 +678,11 @@ impl Session {
         if c.state == ChanState::Opening {
             return Err(violation(format!("{id}: Dgram before OpenOk")));
         }
-        let payload = own_if_small(payload);
         // Each queued datagram also costs its bookkeeping: empty ones are
-        // not free, so a flood of them is bounded like any other.
-        if c.recv_bytes + payload.len() + DGRAM_OVERHEAD > c.window as usize {
+        // not free, so a flood of them is bounded like any other. What is
+        // queued holds budget; what the budget cannot hold is dropped.
+        let size = payload.len() + DGRAM_OVERHEAD;
+        if c.recv_bytes + size > c.window as usize || (size as u64) > self.budget.spare() {
             c.stats.drops += 1;
             self.stats.dgram_drops += 1;
             return Ok(());
@@ -604,8 +692,9 @@ impl Session {
         if c.released {
             return Ok(());
         }
-        c.recv_bytes += payload.len() + DGRAM_OVERHEAD;
-        c.recv_queue.push_back(payload);
+        c.recv_bytes += size;
+        c.hold(own_if_small(payload));
+        self.sync_held(id);
         self.signal_readable(id);
         Ok(())
     }
@@ -619,11 +708,12 @@ impl Session {
     ) -> Result<(), SessionError> {
         let Some(c) = self.lookup(id)? else {
             if resume {
-                // The peer resumes a channel we dropped: tell it.
-                self.ctrl.push_back(Record::Reset {
-                    chan: id.peer_view(),
-                    code: 0,
-                });
+                // The peer resumes a channel we let go of: our last word
+                // again (the final acknowledgement of a finished channel,
+                // whose application must not see an abort), or a Reset.
+                let word = self.gone.get(id).unwrap_or(super::gone::LastWord::Reset(0));
+                self.ctrl
+                    .extend(super::gone::Gone::records(id, word, false));
             }
             return Ok(());
         };
@@ -637,54 +727,23 @@ impl Session {
             )));
         }
         if resume {
-            c.rewind(received);
+            c.resume_at(received);
         } else {
             c.ack(received);
         }
         c.peer_limit = c.peer_limit.max(limit);
-        let wake = c.blocked && c.send_buffered() < c.peer_window.max(1);
+        let blocked = c.blocked;
+        let wake = blocked && self.has_send_room(id);
         if wake {
-            c.blocked = false;
+            if let Some(c) = self.channels.get_mut(&id.0) {
+                c.blocked = false;
+            }
             self.push_event(Event::Writable(id));
         }
         self.activate(id);
         self.maybe_gc(id);
+        // The last acknowledgement may complete a goodbye.
+        self.maybe_closed();
         Ok(())
-    }
-
-    fn on_goodbye(&mut self, now: Instant) -> Result<(), SessionError> {
-        self.peer_goodbye = true;
-        // Whoever started it, the close ends by the deadline.
-        self.close_deadline
-            .get_or_insert(now + self.cfg.goodbye_timeout);
-        // Acknowledge everything the peer sent: it all arrived before this.
-        let ids: Vec<ChannelId> = self.channels.keys().map(|k| ChannelId(*k)).collect();
-        for id in ids {
-            if self.channels.get(&id.0).is_some_and(|c| c.reliable()) {
-                self.mark_window(id);
-            }
-        }
-        match self.close {
-            CloseState::Open => {
-                // The peer is leaving: drain our side, then answer.
-                self.close = CloseState::Draining;
-            }
-            CloseState::Draining => {}
-            CloseState::GoodbyeSent => {
-                // Both said Goodbye: confirm and stop.
-                self.ctrl.push_back(Record::GoodbyeAck);
-                self.finish_close(true);
-            }
-            CloseState::Closed => {}
-        }
-        Ok(())
-    }
-
-    pub(crate) fn finish_close(&mut self, clean: bool) {
-        if self.close != CloseState::Closed {
-            self.close = CloseState::Closed;
-            self.close_clean = clean;
-            self.push_event(Event::Closed { clean });
-        }
     }
 }

@@ -51,20 +51,39 @@
 //! [`Transmit`]: crate::wire::Transmit
 
 mod api;
+pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod channel;
+mod close;
 mod config;
+mod gone;
 mod input;
+mod open;
+#[cfg(test)]
+mod open_tests;
 mod output;
+mod pace;
+#[cfg(test)]
+mod pace_tests;
 #[cfg(test)]
 mod regressions;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+mod traffic;
+mod window;
+#[cfg(test)]
+mod window_tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use self::api::OpenError;
 pub use self::channel::ChannelStats;
 pub use self::config::SessionConfig;
+#[cfg(feature = "io")]
+pub(crate) use self::traffic::entry as traffic_entry;
+pub use self::traffic::{Traffic, TrafficKey, MAX_TRAFFIC_KEYS, OTHER_SERVICE};
 use crate::wire::{BatchDecoder, DecodeError, Record, TransmitBuilder};
 pub use crate::wire::{ChannelKind, Class};
 use channel::Channel;
@@ -97,12 +116,18 @@ impl std::fmt::Display for ChannelId {
 pub enum RejectReason {
     /// No such service, or not allowed by the local configuration.
     NoService,
-    /// Too many channels, or no receive memory left.
+    /// The peer is at its channel limit (`max_channels`).
     TooMany,
     /// The application refused.
     Refused,
     /// The channel is gone (late or repeated open).
     Closed,
+    /// The peer has no receive memory left for another channel
+    /// (`recv_budget`).
+    NoMemory,
+    /// Too many channels opened to the peer wait for its application to
+    /// accept them (`max_pending_opens`).
+    Backlog,
 }
 
 impl RejectReason {
@@ -112,13 +137,18 @@ impl RejectReason {
             RejectReason::TooMany => 2,
             RejectReason::Refused => 3,
             RejectReason::Closed => 4,
+            RejectReason::NoMemory => 5,
+            RejectReason::Backlog => 6,
         }
     }
+    /// Unknown codes (a later build's) read as a plain refusal.
     pub(crate) fn from_code(c: u8) -> Self {
         match c {
             1 => RejectReason::NoService,
             2 => RejectReason::TooMany,
             4 => RejectReason::Closed,
+            5 => RejectReason::NoMemory,
+            6 => RejectReason::Backlog,
             _ => RejectReason::Refused,
         }
     }
@@ -171,6 +201,10 @@ pub enum Event {
         /// Everything was confirmed delivered.
         clean: bool,
     },
+    /// The peer's Hellos failed authentication on this link (once per
+    /// link; see `auth`). The link stays in its handshake, waiting for
+    /// the right peer.
+    AuthFailed(auth::AuthFailure),
 }
 
 /// A link fault: the byte stream is unusable; reopen the device.
@@ -193,6 +227,19 @@ pub enum SessionError {
     /// Nothing arrived for too long.
     #[error("peer silent for {0:?} (idle timeout)")]
     IdleTimeout(Duration),
+}
+
+impl SessionError {
+    /// A short, fixed name for counters and metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::Decode(e) if e.is_corruption() => "corrupt",
+            SessionError::Decode(_) => "malformed",
+            SessionError::Protocol(_) => "protocol_violation",
+            SessionError::Incompatible { .. } => "incompatible",
+            SessionError::IdleTimeout(_) => "idle_timeout",
+        }
+    }
 }
 
 /// Errors of the send calls.
@@ -275,6 +322,38 @@ pub struct SessionStats {
     /// Bytes skipped while looking for the first batch of a new link (the
     /// tail of the previous link's stream).
     pub resync_bytes: u64,
+    /// Bytes of slow readers' payloads copied out of receive buffers so
+    /// the buffers could be reused (see `Session::compact_received`).
+    pub compacted_bytes: u64,
+    /// Hellos skipped as not the peer's on this link: our own reflected,
+    /// or an old link's (see `Session::hello_is_live`).
+    pub stale_hellos: u64,
+    /// Peer opens refused at `max_channels`.
+    pub refused_too_many: u64,
+    /// Peer opens refused for lack of receive memory (`recv_budget`).
+    pub refused_no_memory: u64,
+    /// Peer opens refused because too many wait for accept
+    /// (`max_pending_opens`).
+    pub refused_backlog: u64,
+    /// Links on which the peer failed authentication (a wrong or missing
+    /// pre-shared key, an old link's Hello): counted once per link.
+    pub auth_failures: u64,
+    /// Our opens refused here at `max_channels` (or no free id).
+    pub open_too_many: u64,
+    /// Our opens refused here for lack of receive memory.
+    pub open_no_memory: u64,
+    /// Receive windows grown / shrunk (see `session::window`).
+    pub window_grows: u64,
+    /// Receive windows shrunk (idle, or above their fair share).
+    pub window_shrinks: u64,
+    /// Receive budget held now: credit granted beyond what applications
+    /// took, and buffered datagrams (at most `recv_budget`).
+    pub recv_held: u64,
+    /// Times a reliable channel with bytes to send ran out of the peer's
+    /// credit (counted once per stall, when the scheduler finds it blocked).
+    pub credit_stalls: u64,
+    /// Round-trip times measured (pings answered).
+    pub rtt_samples: u64,
     /// Last round-trip time measured by a ping.
     pub rtt: Option<Duration>,
 }
@@ -307,11 +386,37 @@ pub struct Session {
     cfg: SessionConfig,
     local_id: u64,
     peer_id: Option<u64>,
+    /// A link with `peer_id` came up at least once, on our side or (it
+    /// sent us more than Hellos) on its side: it knows our id.
+    met_peer: bool,
+    /// The peer session before the last restart: Hellos naming it are
+    /// the stale tail of an old link.
+    retired_peer: Option<u64>,
+    /// Old Hellos skipped on this link (see `input::hello_is_live`).
+    stale_hellos_here: u32,
+    /// The `resume_of` of our Hellos on this link: the peer we knew when
+    /// it came up.
+    hello_resume_of: u64,
+    /// Our nonce for this link's authentication (see `auth`).
+    link_nonce: [u8; auth::NONCE_LEN],
+    /// The identity and nonce of the peer's latest Hello on this link
+    /// (authenticated or not: our own proof needs them).
+    peer_nonce: Option<(u64, [u8; auth::NONCE_LEN])>,
+    /// Links brought up, for nonces when the driver gives none.
+    nonce_counter: u64,
+    /// The peer failed authentication on this link (counted once).
+    auth_failed_here: bool,
+    /// The last authentication failure, for logs and status.
+    last_auth_failure: Option<auth::AuthFailure>,
     link: LinkState,
     close: CloseState,
-    /// The peer said Goodbye.
+    /// The peer's Goodbye arrived: we have everything it sent.
     peer_goodbye: bool,
-    close_clean: bool,
+    /// The peer confirmed our Goodbye (a `GoodbyeAck`, or a Goodbye that
+    /// answers ours): it has everything we sent.
+    peer_has_ours: bool,
+    /// We owe the peer a `GoodbyeAck` (our Goodbyes crossed).
+    goodbye_ack_due: bool,
     close_deadline: Option<Instant>,
 
     decoder: BatchDecoder,
@@ -320,18 +425,34 @@ pub struct Session {
     peer_max_batch: usize,
     peer_max_record: usize,
 
-    channels: HashMap<u32, Channel>,
+    channels: BTreeMap<u32, Channel>,
+    /// Counters of removed channels by kind, class and service.
+    retired: traffic::Retired,
+    /// The next local id to try (even; ids in use or in `gone` are skipped).
     next_local: u32,
+    /// Local ids wrapped around at least once: a record for an id above
+    /// `next_local` may be for a live channel.
+    local_wrapped: bool,
     /// Highest peer-opened id seen (our view), 0 if none.
     max_remote: u32,
-    /// Receive memory not yet reserved by a channel window.
-    recv_budget: u64,
+    /// The receive budget and what holds it (see `window`).
+    budget: window::Budget,
+    /// The peer's Hello announced growing windows (`CAP_WINDOWS`); true
+    /// until a Hello says otherwise.
+    peer_grows: bool,
+    /// The largest message the peer accepts, from its Hello (0: unknown;
+    /// then its `Open`/`OpenOk` window says).
+    peer_max_message: u64,
+    /// Credit the peer grants every channel we open, before its `OpenOk`.
+    peer_open_credit: u64,
+    /// When the next idle check of the windows is due (see `window`).
+    decay_due: Option<Instant>,
 
     /// Control records waiting to go out (before any data).
     ctrl: VecDeque<Record>,
-    /// Resets sent and not yet known to be read: (channel, code, the token
-    /// of the next ping at the time). Sent again after a link reset.
-    resets_unconfirmed: Vec<(u32, u8, u64)>,
+    /// Channels we let go of, until the peer is known to have read our
+    /// last word about them (see `gone`).
+    gone: gone::Gone,
     /// Channels that owe the peer a `Window`.
     window_dirty: VecDeque<ChannelId>,
     /// Channels that received data since their last acknowledgement.
@@ -340,6 +461,8 @@ pub struct Session {
     ack_due: Option<Instant>,
     /// Channels with something to send, per class.
     active: [VecDeque<ChannelId>; 3],
+    /// Latency mode: the in-flight limit and its counts (see `pace`).
+    pacing: pace::Pacing,
     /// Records served from higher classes while a lower one waited.
     streak: u32,
 
@@ -377,24 +500,45 @@ impl Session {
             builder: TransmitBuilder::new(cfg.max_batch_body, cfg.inline_limit),
             peer_max_batch: crate::wire::MAX_BATCH_BODY.min(cfg.max_batch_body),
             peer_max_record: crate::wire::MAX_RECORD_LEN,
-            recv_budget: cfg.recv_budget,
+            budget: window::Budget {
+                total: cfg.recv_budget,
+                reserve: cfg.message_window - cfg.min_window.min(cfg.message_window),
+                ..Default::default()
+            },
+            peer_grows: true,
+            peer_max_message: 0,
+            peer_open_credit: 0,
+            decay_due: None,
             cfg,
             local_id,
             peer_id: None,
+            met_peer: false,
+            retired_peer: None,
+            stale_hellos_here: 0,
+            link_nonce: [0; auth::NONCE_LEN],
+            peer_nonce: None,
+            nonce_counter: 0,
+            auth_failed_here: false,
+            last_auth_failure: None,
+            hello_resume_of: 0,
             link: LinkState::Down,
             close: CloseState::Open,
             peer_goodbye: false,
-            close_clean: false,
+            peer_has_ours: false,
+            goodbye_ack_due: false,
             close_deadline: None,
-            channels: HashMap::new(),
+            channels: BTreeMap::new(),
+            retired: traffic::Retired::default(),
             next_local: 0,
+            local_wrapped: false,
             max_remote: 0,
             ctrl: VecDeque::new(),
-            resets_unconfirmed: Vec::new(),
+            gone: gone::Gone::default(),
             window_dirty: VecDeque::new(),
             unacked_rx: VecDeque::new(),
             ack_due: None,
             active: Default::default(),
+            pacing: pace::Pacing::default(),
             streak: 0,
             events: VecDeque::new(),
             hello_due: None,
@@ -418,6 +562,12 @@ impl Session {
         self.local_id
     }
 
+    /// Why the peer's Hellos were last refused by authentication (`None`:
+    /// never).
+    pub fn last_auth_failure(&self) -> Option<auth::AuthFailure> {
+        self.last_auth_failure
+    }
+
     /// The peer's identity, once a handshake completed.
     pub fn peer_id(&self) -> Option<u64> {
         self.peer_id
@@ -436,7 +586,10 @@ impl Session {
 
     /// Session counters.
     pub fn stats(&self) -> SessionStats {
-        self.stats
+        SessionStats {
+            recv_held: self.budget.held,
+            ..self.stats
+        }
     }
 
     /// The effective configuration.
@@ -446,7 +599,16 @@ impl Session {
 
     /// Counters and identity of one channel.
     pub fn channel_stats(&self, id: ChannelId) -> Option<ChannelStats> {
-        self.channels.get(&id.0).map(|c| c.stats)
+        self.channels.get(&id.0).map(|c| ChannelStats {
+            recv_window: c.window,
+            recv_held: c.held,
+            ..c.stats
+        })
+    }
+
+    /// The kind of a live channel.
+    pub fn channel_kind(&self, id: ChannelId) -> Option<ChannelKind> {
+        self.channels.get(&id.0).map(|c| c.kind)
     }
 
     /// All live channels: id, kind, class, service.
@@ -459,6 +621,17 @@ impl Session {
     /// Bytes sent on a reliable channel and not yet acknowledged.
     pub fn unacked(&self, id: ChannelId) -> Option<u64> {
         self.channels.get(&id.0).map(|c| c.write_offset - c.acked)
+    }
+
+    /// Events are waiting for [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Before the peer's Hello on this link: the input is one Hello at a
+    /// time (see [`accepted_batch_len`](Self::accepted_batch_len)).
+    pub fn awaiting_peer_hello(&self) -> bool {
+        !self.seen_peer_hello
     }
 
     /// Takes the next event.
@@ -481,9 +654,21 @@ impl Session {
 
     fn activate(&mut self, id: ChannelId) {
         if let Some(c) = self.channels.get_mut(&id.0) {
-            if !c.in_active && c.sendable() {
-                c.in_active = true;
-                self.active[c.class as usize].push_back(id);
+            if !c.in_active {
+                if c.sendable() {
+                    c.in_active = true;
+                    c.credit_stalled = false;
+                    self.active[c.class as usize].push_back(id);
+                } else if !c.credit_stalled
+                    && c.reliable()
+                    && c.state == channel::ChanState::Open
+                    && !c.pending.is_empty()
+                {
+                    // Bytes to send and no credit for them: the peer's
+                    // window limits this channel (once per stall).
+                    c.credit_stalled = true;
+                    self.stats.credit_stalls += 1;
+                }
             }
         }
     }
@@ -495,31 +680,5 @@ impl Session {
                 self.window_dirty.push_back(id);
             }
         }
-    }
-
-    /// Removes a channel and gives its window back to the budget.
-    fn remove_channel(&mut self, id: ChannelId) {
-        if let Some(c) = self.channels.remove(&id.0) {
-            self.recv_budget += c.window;
-        }
-    }
-
-    /// Reserves a receive window for a new channel from the budget.
-    fn reserve_window(&mut self, kind: ChannelKind) -> Option<u64> {
-        let want = match kind {
-            ChannelKind::Stream => self.cfg.stream_window,
-            ChannelKind::Message => self.cfg.message_window,
-            ChannelKind::Datagram => self.cfg.dgram_recv_queue as u64,
-        };
-        let min = match kind {
-            ChannelKind::Message => want,
-            _ => self.cfg.min_window.min(want),
-        };
-        let got = want.min(self.recv_budget);
-        if got < min || self.channels.len() >= self.cfg.max_channels {
-            return None;
-        }
-        self.recv_budget -= got;
-        Some(got)
     }
 }

@@ -3,6 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::crc::{crc32c, crc32c_append};
 use super::{DecodeError, Record, BATCH_HEADER_LEN, MAGIC};
 
 /// A decoded batch header.
@@ -21,7 +22,7 @@ impl BatchHeader {
         h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         h[4..8].copy_from_slice(&self.len.to_le_bytes());
         h[8..12].copy_from_slice(&self.body_crc.to_le_bytes());
-        let hcrc = crc32c::crc32c(&h[0..12]);
+        let hcrc = crc32c(&h[0..12]);
         h[12..16].copy_from_slice(&hcrc.to_le_bytes());
         h
     }
@@ -32,7 +33,7 @@ impl BatchHeader {
         if word(0) != MAGIC {
             return Err(DecodeError::BadMagic { found: word(0) });
         }
-        if crc32c::crc32c(&h[0..12]) != word(12) {
+        if crc32c(&h[0..12]) != word(12) {
             return Err(DecodeError::HeaderChecksum);
         }
         let len = word(4);
@@ -74,6 +75,11 @@ impl BatchDecoder {
         self.head = None;
     }
 
+    /// Changes the largest body accepted from the next header on.
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body;
+    }
+
     /// Takes one complete, CRC-checked batch body off the front of `buf`.
     /// The returned body shares `buf`'s memory.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
@@ -97,7 +103,7 @@ impl BatchDecoder {
         }
         self.head = None;
         let body = buf.split_to(len).freeze();
-        if crc32c::crc32c(&body) != head.body_crc {
+        if crc32c(&body) != head.body_crc {
             return Err(DecodeError::BodyChecksum { len });
         }
         Ok(Some(body))
@@ -124,6 +130,66 @@ pub struct Transmit {
     pub records: usize,
     /// Batches in this transmit (statistics).
     pub batches: usize,
+    /// Batches whose header is not written yet (see [`Unsealed`]).
+    unsealed: Vec<PendingBatch>,
+}
+
+/// A batch of an unsealed transmit: where its header goes, which segments
+/// are its body.
+#[derive(Debug, Clone, Copy)]
+struct PendingBatch {
+    head: usize,
+    body: (usize, usize),
+    len: u32,
+}
+
+/// A transmit whose batch checksums are not computed yet: [`seal`] does
+/// it, so a driver can run the CRC (the largest cost of building a
+/// transmit) after releasing whatever lock it built the transmit under.
+///
+/// [`seal`]: Unsealed::seal
+#[derive(Debug, Default)]
+#[must_use = "an unsealed transmit must be sealed before it is written"]
+pub struct Unsealed(Transmit);
+
+impl Unsealed {
+    /// Bytes it will have once sealed.
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    /// Records in it.
+    pub fn records(&self) -> usize {
+        self.0.records
+    }
+
+    /// Batches in it.
+    pub fn batches(&self) -> usize {
+        self.0.batches
+    }
+
+    /// Nothing in it.
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// Computes every batch's body CRC and writes the headers.
+    pub fn seal(mut self) -> Transmit {
+        let t = &mut self.0;
+        let mut heads = BytesMut::with_capacity(t.unsealed.len() * BATCH_HEADER_LEN);
+        for b in std::mem::take(&mut t.unsealed) {
+            let body_crc = t.segments[b.body.0..b.body.1]
+                .iter()
+                .fold(0, |crc, s| crc32c_append(crc, s));
+            let head = BatchHeader {
+                len: b.len,
+                body_crc,
+            };
+            heads.put_slice(&head.encode());
+            t.segments[b.head] = heads.split().freeze();
+        }
+        self.0
+    }
 }
 
 impl Transmit {
@@ -176,7 +242,9 @@ impl Transmit {
 ///
 /// Payloads up to `inline_limit` bytes are copied next to their header (a
 /// `writev` segment per tiny packet costs more than the copy); larger ones
-/// are referenced. The CRC is computed as bytes are appended.
+/// are referenced. The checksums are computed when the transmit is sealed
+/// ([`finish`](Self::finish), or [`Unsealed::seal`] after
+/// [`finish_unsealed`](Self::finish_unsealed)).
 #[derive(Debug)]
 pub struct TransmitBuilder {
     scratch: BytesMut,
@@ -186,7 +254,6 @@ pub struct TransmitBuilder {
     /// Index of the current batch's header placeholder in `out.segments`.
     batch_head: Option<usize>,
     batch_len: usize,
-    crc: u32,
 }
 
 /// Scratch memory allocated at a time for headers and inline payloads.
@@ -202,7 +269,6 @@ impl TransmitBuilder {
             inline_limit,
             batch_head: None,
             batch_len: 0,
-            crc: 0,
         }
     }
 
@@ -234,14 +300,12 @@ impl TransmitBuilder {
             self.out.segments.push(Bytes::new());
             self.out.len += BATCH_HEADER_LEN;
             self.batch_len = 0;
-            self.crc = 0;
         }
         self.scratch.reserve(SCRATCH_CHUNK.min(rec_len.max(64)));
         rec.encode_head(&mut self.scratch);
         match rec.payload() {
             Some(p) if p.len() > self.inline_limit => {
                 self.flush_scratch();
-                self.crc = crc32c::crc32c_append(self.crc, p);
                 self.out.len += p.len();
                 self.out.segments.push(p.clone());
             }
@@ -259,7 +323,6 @@ impl TransmitBuilder {
             return;
         }
         let seg = self.scratch.split().freeze();
-        self.crc = crc32c::crc32c_append(self.crc, &seg);
         self.out.len += seg.len();
         self.out.segments.push(seg);
     }
@@ -269,23 +332,28 @@ impl TransmitBuilder {
             return;
         };
         self.flush_scratch();
-        let head = BatchHeader {
+        self.out.unsealed.push(PendingBatch {
+            head: idx,
+            body: (idx + 1, self.out.segments.len()),
             len: self.batch_len as u32,
-            body_crc: self.crc,
-        };
-        self.scratch.put_slice(&head.encode());
-        self.out.segments[idx] = self.scratch.split().freeze();
+        });
         self.out.batches += 1;
     }
 
-    /// Closes the last batch and hands out the transmit; the builder is
-    /// ready for the next one.
+    /// Closes the last batch and hands out the transmit, sealed; the
+    /// builder is ready for the next one.
     pub fn finish(&mut self) -> Transmit {
+        self.finish_unsealed().seal()
+    }
+
+    /// Closes the last batch and hands out the transmit with its checksums
+    /// still to compute (see [`Unsealed`]).
+    pub fn finish_unsealed(&mut self) -> Unsealed {
         self.finish_batch();
         if self.scratch.capacity() < 1024 {
             self.scratch = BytesMut::with_capacity(SCRATCH_CHUNK);
         }
-        std::mem::take(&mut self.out)
+        Unsealed(std::mem::take(&mut self.out))
     }
 }
 

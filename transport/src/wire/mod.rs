@@ -26,19 +26,21 @@
 //! panics; the fuzz target `fuzz_targets/decode.rs` checks that.
 
 mod batch;
+pub mod crc;
 #[cfg(test)]
 mod proptests;
 mod record;
 
-pub use batch::{BatchDecoder, BatchHeader, Transmit, TransmitBuilder};
+pub use batch::{BatchDecoder, BatchHeader, Transmit, TransmitBuilder, Unsealed};
 pub use record::{
-    ChannelKind, Class, Record, RecordIter, RecordType, FLAG_END, FLAG_RESUME, FLAG_SEEN_PEER,
+    ChannelKind, Class, HelloAuth, Record, RecordIter, RecordType, CAP_AUTH, CAP_WINDOWS, FLAG_END,
+    FLAG_RESUME, FLAG_SEEN_PEER, FLAG_WANT, HELLO_AUTH_LEN,
 };
 
 /// Magic number at the start of every batch: `"TBB1"`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"TBB1");
 /// Protocol version spoken by this build (checked in the handshake).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Size of a batch header.
 pub const BATCH_HEADER_LEN: usize = 16;
 /// Size of the common record header (type, flags, reserved, len).
@@ -53,6 +55,18 @@ pub const MAX_BATCH_BODY: usize = 1 << 20;
 pub const MAX_RECORD_LEN: usize = 256 * 1024;
 /// Longest service name in an `Open` record.
 pub const MAX_SERVICE_NAME: usize = 255;
+
+/// Where the next batch could start in `buf` after a decoding error: the
+/// next occurrence of [`MAGIC`] after the first byte, or the end (keeping
+/// a possible partial magic). Never more than `buf.len()`.
+pub fn resync_point(buf: &[u8]) -> usize {
+    let magic = MAGIC.to_le_bytes();
+    buf.windows(4)
+        .skip(1)
+        .position(|w| w == magic)
+        .map_or(buf.len().saturating_sub(3).max(1), |p| p + 1)
+        .min(buf.len())
+}
 
 /// What can be wrong with bytes read from the device.
 ///
@@ -105,4 +119,17 @@ pub enum DecodeError {
         /// What is wrong.
         what: &'static str,
     },
+}
+
+impl DecodeError {
+    /// Bits flipped on the cable (or lost framing), as opposed to records a
+    /// peer built wrong: what `corrupt_batches` counts.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::BadMagic { .. }
+                | DecodeError::HeaderChecksum
+                | DecodeError::BodyChecksum { .. }
+        )
+    }
 }

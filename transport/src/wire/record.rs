@@ -18,6 +18,8 @@ pub enum RecordType {
     Goodbye = 0x04,
     /// Orderly shutdown: "I have received everything you sent".
     GoodbyeAck = 0x05,
+    /// How much of the receiver's stream the sender has read.
+    Progress = 0x06,
     /// Open a channel.
     Open = 0x10,
     /// Channel accepted.
@@ -45,6 +47,7 @@ impl RecordType {
             0x03 => Pong,
             0x04 => Goodbye,
             0x05 => GoodbyeAck,
+            0x06 => Progress,
             0x10 => Open,
             0x11 => OpenOk,
             0x12 => OpenReject,
@@ -88,10 +91,39 @@ impl Class {
 /// Data flag: this record ends a message (message channels).
 pub const FLAG_END: u8 = 0x01;
 /// Hello flag: the sender has received the receiver's Hello on this link.
+/// Goodbye flag: the sender has received the receiver's Goodbye.
 pub const FLAG_SEEN_PEER: u8 = 0x01;
+/// Progress flag: the receiver should answer with its own `Progress`.
+pub const FLAG_WANT: u8 = 0x01;
 /// Window flag: sent at resume; the receiver rewinds its send offset to
 /// `received` and retransmits from there.
 pub const FLAG_RESUME: u8 = 0x01;
+
+/// Hello capability: the sender's receive windows start small and grow
+/// (the `window` of `Open`/`OpenOk` is the credit granted so far, not the
+/// largest message); its Hello carries `max_message` and `open_credit`,
+/// and data may follow an `Open` before the `OpenOk`, within
+/// `open_credit`. Without it the peer is an older build: windows are
+/// granted whole at open, as it expects.
+pub const CAP_WINDOWS: u32 = 0x01;
+/// Hello capability: the sender has a pre-shared key and requires the
+/// peer to prove it holds it too; its Hello carries [`HelloAuth`] (see
+/// `session::auth`).
+pub const CAP_AUTH: u32 = 0x02;
+
+/// The authentication fields of a Hello with [`CAP_AUTH`], appended after
+/// `open_credit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloAuth {
+    /// The sender's random nonce for this link.
+    pub nonce: [u8; 16],
+    /// With `seen_peer`: HMAC-SHA256 over both identities and both nonces
+    /// (see `session::auth`); zeros before the sender has the peer's nonce.
+    pub mac: [u8; 32],
+}
+
+/// Bytes of [`HelloAuth`] on the wire.
+pub const HELLO_AUTH_LEN: usize = 48;
 
 /// One decoded (or to-be-encoded) record.
 ///
@@ -116,6 +148,16 @@ pub enum Record {
         /// The receiver's identity as the sender last knew it (0: none):
         /// both sides resume their channels when both still know each other.
         resume_of: u64,
+        /// With [`CAP_WINDOWS`]: the largest message (in bytes) the sender
+        /// accepts on a message channel. Appended after `resume_of`; a
+        /// Hello without it (an older build) decodes as 0.
+        max_message: u32,
+        /// With [`CAP_WINDOWS`]: the credit the sender grants every channel
+        /// the receiver opens, before its `OpenOk` (0: none).
+        open_credit: u32,
+        /// With [`CAP_AUTH`] (set on the wire exactly when this is
+        /// `Some`): the sender's proof of the pre-shared key.
+        auth: Option<HelloAuth>,
     },
     /// Keepalive probe; the token comes back in a [`Record::Pong`].
     Ping {
@@ -127,10 +169,26 @@ pub enum Record {
         /// The ping's token.
         token: u64,
     },
-    /// Orderly shutdown, step 1 and 2 (see `Session::close`).
-    Goodbye,
+    /// Orderly shutdown: "I have sent everything" (see `Session::close`).
+    Goodbye {
+        /// The sender had the receiver's `Goodbye` when it sent this one,
+        /// so it has everything the receiver sent before it: this answers
+        /// the receiver's Goodbye. Without the flag the two crossed, and
+        /// each side waits for the other's [`Record::GoodbyeAck`].
+        seen_peer: bool,
+    },
     /// Orderly shutdown, step 3.
     GoodbyeAck,
+    /// The sender has read `read` bytes of the receiver's records (all but
+    /// Hellos, headers included) on this link: the receiver knows how much
+    /// of what it wrote is still in the cable (see `Session` latency mode).
+    Progress {
+        /// Record bytes read on this link.
+        read: u64,
+        /// Answer with a `Progress` of your own now (flag 1): the sender
+        /// holds data back until it learns how much the receiver read.
+        want: bool,
+    },
     /// Open a channel.
     Open {
         /// Channel id (receiver's view).
@@ -210,8 +268,9 @@ impl Record {
             Record::Hello { .. } => RecordType::Hello,
             Record::Ping { .. } => RecordType::Ping,
             Record::Pong { .. } => RecordType::Pong,
-            Record::Goodbye => RecordType::Goodbye,
+            Record::Goodbye { .. } => RecordType::Goodbye,
             Record::GoodbyeAck => RecordType::GoodbyeAck,
+            Record::Progress { .. } => RecordType::Progress,
             Record::Open { .. } => RecordType::Open,
             Record::OpenOk { .. } => RecordType::OpenOk,
             Record::OpenReject { .. } => RecordType::OpenReject,
@@ -235,9 +294,11 @@ impl Record {
     /// Length of the fixed fields (after the common header, before the payload).
     fn fields_len(&self) -> usize {
         match self {
-            Record::Hello { .. } => 2 + 2 + 4 + 4 + 4 + 8 + 8,
-            Record::Ping { .. } | Record::Pong { .. } => 8,
-            Record::Goodbye | Record::GoodbyeAck => 0,
+            Record::Hello { auth, .. } => {
+                2 + 2 + 4 + 4 + 4 + 8 + 8 + 4 + 4 + auth.map_or(0, |_| HELLO_AUTH_LEN)
+            }
+            Record::Ping { .. } | Record::Pong { .. } | Record::Progress { .. } => 8,
+            Record::Goodbye { .. } | Record::GoodbyeAck => 0,
             Record::Open { service, .. } => 4 + 1 + 1 + 4 + 1 + service.len(),
             Record::OpenOk { .. } => 8,
             Record::OpenReject { .. } | Record::Reset { .. } => 5,
@@ -257,7 +318,10 @@ impl Record {
     /// (see [`Record::payload`]). `buf` grows as needed.
     pub fn encode_head(&self, buf: &mut impl BufMut) {
         let flags = match self {
-            Record::Hello { seen_peer, .. } => u8::from(*seen_peer) * FLAG_SEEN_PEER,
+            Record::Hello { seen_peer, .. } | Record::Goodbye { seen_peer } => {
+                u8::from(*seen_peer) * FLAG_SEEN_PEER
+            }
+            Record::Progress { want, .. } => u8::from(*want) * FLAG_WANT,
             Record::Data { end, .. } => u8::from(*end) * FLAG_END,
             Record::Window { resume, .. } => u8::from(*resume) * FLAG_RESUME,
             _ => 0,
@@ -277,18 +341,34 @@ impl Record {
                 max_record,
                 session_id,
                 resume_of,
+                max_message,
+                open_credit,
+                auth,
                 ..
             } => {
                 buf.put_u16_le(*version);
                 buf.put_u16_le(0);
-                buf.put_u32_le(*caps);
+                // CAP_AUTH says whether the auth fields follow: it is set
+                // exactly when they do, whatever `caps` holds.
+                let caps = match auth {
+                    Some(_) => *caps | CAP_AUTH,
+                    None => *caps & !CAP_AUTH,
+                };
+                buf.put_u32_le(caps);
                 buf.put_u32_le(*max_batch);
                 buf.put_u32_le(*max_record);
                 buf.put_u64_le(*session_id);
                 buf.put_u64_le(*resume_of);
+                buf.put_u32_le(*max_message);
+                buf.put_u32_le(*open_credit);
+                if let Some(a) = auth {
+                    buf.put_slice(&a.nonce);
+                    buf.put_slice(&a.mac);
+                }
             }
             Record::Ping { token } | Record::Pong { token } => buf.put_u64_le(*token),
-            Record::Goodbye | Record::GoodbyeAck => {}
+            Record::Progress { read, .. } => buf.put_u64_le(*read),
+            Record::Goodbye { .. } | Record::GoodbyeAck => {}
             Record::Open {
                 chan,
                 kind,
@@ -391,17 +471,48 @@ impl Record {
                 need(&f, 32)?;
                 let version = f.get_u16_le();
                 let _ = f.get_u16_le();
-                let r = Record::Hello {
+                let caps = f.get_u32_le();
+                let max_batch = f.get_u32_le();
+                let max_record = f.get_u32_le();
+                let session_id = f.get_u64_le();
+                let resume_of = f.get_u64_le();
+                // Appended by builds with growing windows; absent (0) in
+                // older ones.
+                let (max_message, open_credit) = if f.len() >= 8 {
+                    (f.get_u32_le(), f.get_u32_le())
+                } else {
+                    (0, 0)
+                };
+                let auth = if caps & CAP_AUTH != 0 {
+                    if f.len() < HELLO_AUTH_LEN {
+                        return Err(DecodeError::Malformed {
+                            record: "Hello",
+                            what: "CAP_AUTH without its nonce and MAC",
+                        });
+                    }
+                    let mut a = HelloAuth {
+                        nonce: [0; 16],
+                        mac: [0; 32],
+                    };
+                    f.copy_to_slice(&mut a.nonce);
+                    f.copy_to_slice(&mut a.mac);
+                    Some(a)
+                } else {
+                    None
+                };
+                // Later versions may append more fields: ignore them.
+                Record::Hello {
                     version,
                     seen_peer: flags & FLAG_SEEN_PEER != 0,
-                    caps: f.get_u32_le(),
-                    max_batch: f.get_u32_le(),
-                    max_record: f.get_u32_le(),
-                    session_id: f.get_u64_le(),
-                    resume_of: f.get_u64_le(),
-                };
-                // Later versions may append fields: ignore them.
-                r
+                    caps,
+                    max_batch,
+                    max_record,
+                    session_id,
+                    resume_of,
+                    max_message,
+                    open_credit,
+                    auth,
+                }
             }
             RecordType::Ping | RecordType::Pong => {
                 need(&f, 8)?;
@@ -413,10 +524,21 @@ impl Record {
                     Record::Pong { token }
                 }
             }
+            RecordType::Progress => {
+                need(&f, 8)?;
+                let read = f.get_u64_le();
+                exact(&f)?;
+                Record::Progress {
+                    read,
+                    want: flags & FLAG_WANT != 0,
+                }
+            }
             RecordType::Goodbye | RecordType::GoodbyeAck => {
                 exact(&f)?;
                 if rt == RecordType::Goodbye {
-                    Record::Goodbye
+                    Record::Goodbye {
+                        seen_peer: flags & FLAG_SEEN_PEER != 0,
+                    }
                 } else {
                     Record::GoodbyeAck
                 }
@@ -542,6 +664,7 @@ fn record_name(rt: RecordType) -> &'static str {
         RecordType::Pong => "Pong",
         RecordType::Goodbye => "Goodbye",
         RecordType::GoodbyeAck => "GoodbyeAck",
+        RecordType::Progress => "Progress",
         RecordType::Open => "Open",
         RecordType::OpenOk => "OpenOk",
         RecordType::OpenReject => "OpenReject",

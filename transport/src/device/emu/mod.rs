@@ -8,7 +8,31 @@
 //! * open waits until the cable is plugged; EOF at the reader after the
 //!   peer closed; `ENXIO` on read and write once unplugged;
 //! * faults: unplug/replug at any moment (in-flight data is lost), one
-//!   corrupted 4 KiB frame on demand, a rate cap, added one-way latency.
+//!   corrupted 4 KiB frame on demand, a rate cap, added one-way latency;
+//! * seeded faults ([`CableFaults`], off by default; the same seed and the
+//!   same bytes give the same faults):
+//!   - **read splits**: reads return random small amounts even when more
+//!     has arrived (as reads of 2 MiB on hardware returned 64, 12 288 or
+//!     90 240 bytes, spec §6): piece sizes are log-uniform from 1 byte to
+//!     [`MAX_READ_SPLIT`] (256 KiB), so two thirds of them are at most 4 KiB
+//!     and 1/18 are a single byte. Every byte arrives, in order; only the
+//!     split points change. A read never crosses a piece end, unless it
+//!     stopped inside the piece's last 2 KiB (then the next read may reach
+//!     the following end);
+//!   - **corruption probability**: each 4 KiB frame of a direction's stream
+//!     (by offset) gets 1 to 3 flipped bits with probability
+//!     `corrupt_prob`; counted in [`CableStats::random_corruptions`] and
+//!     per direction;
+//!   - **stale bytes**: after a replug, the first bytes a reader gets on
+//!     the new link are the last `stale_bytes` bytes the writer of that
+//!     direction had put into the old link (in-flight ones included), as a
+//!     peer still writing the tail of the previous stream would deliver
+//!     them. The session's resync (skip to the peer's Hello) sees them.
+//!
+//!   Set them with [`EmuCable::with_faults`] / [`serve_with_faults`] or at
+//!   any time with [`EmuCable::set_faults`] / [`ControlCommand::Faults`]
+//!   (`tbbridge cable run|faults NAME --read-splits --corrupt-prob P
+//!   --stale-bytes N --seed S`).
 //!
 //! Two flavours share all of it (the relay thread and the endpoint protocol):
 //! [`EmuCable`], an in-process pair for tests and benches, and the
@@ -27,6 +51,8 @@
 //! * The ring counts bytes, not frames: many small writes share a frame's
 //!   worth of ring where the driver would use one frame each.
 //! * While unplugged, `poll` reports `POLLHUP` (with `POLLIN`), not `POLLERR`.
+//! * Random corruption picks frames by stream offset, not by the driver's
+//!   frames (a short write makes a short frame on hardware).
 //! * Data sent while the other end is not open is dropped (the spec only
 //!   says it is not guaranteed to arrive).
 //!
@@ -34,9 +60,11 @@
 //! Where the kernel can `splice` into Unix sockets (Linux 6.5+) the ring is
 //! a pipe and the relay moves page references, not bytes; otherwise (or with
 //! the environment variable `TBBRIDGE_CABLE_NO_SPLICE` set) it copies
-//! through a buffer. `CableStats::zero_copy` tells which.
+//! through a buffer. `CableStats::zero_copy` tells which. Stale bytes need
+//! to see the bytes, so setting them makes the relay copy from then on.
 
 pub(crate) mod endpoint;
+mod faults;
 mod relay;
 mod ring;
 mod server;
@@ -49,7 +77,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use server::{control, serve, ControlCommand, ControlError};
+pub use faults::{CableFaults, FaultError, Probability, MAX_READ_SPLIT, MAX_STALE_BYTES};
+pub use server::{control, serve, serve_with_faults, ControlCommand, ControlError};
 
 use self::endpoint::{configure_socket, decode_link, LinkWord, MappedWord};
 use self::relay::{Relay, RelayHandle, Request};
@@ -124,6 +153,12 @@ pub struct DirStats {
     pub dropped: u64,
     /// Bytes in the relay's ring right now.
     pub in_flight: u64,
+    /// Frames corrupted in this direction (one-shot and random).
+    pub corrupted: u64,
+    /// Stale bytes put at the front of a new link (stale-bytes fault).
+    pub stale: u64,
+    /// Read-split pieces completed (read-splits fault).
+    pub pieces: u64,
 }
 
 /// What an end is doing.
@@ -164,8 +199,10 @@ pub struct CableStats {
     pub a_to_b: DirStats,
     /// Direction B -> A.
     pub b_to_a: DirStats,
-    /// Frames corrupted so far.
+    /// Frames corrupted so far (one-shot and random).
     pub corrupted_frames: u64,
+    /// Of those, frames corrupted by the corruption probability.
+    pub random_corruptions: u64,
     /// A corruption is armed and waits for data.
     pub corrupt_armed: bool,
     /// Ring length in frames.
@@ -177,6 +214,8 @@ pub struct CableStats {
     pub rate: Option<u64>,
     /// Added one-way latency.
     pub latency_us: u64,
+    /// The seeded faults in force.
+    pub faults: CableFaults,
     /// End A.
     pub a: EndState,
     /// End B.
@@ -190,20 +229,29 @@ pub struct CableStats {
 pub struct EmuCable {
     handle: RelayHandle,
     link: Arc<AtomicU64>,
+    ring_size: u32,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl EmuCable {
     /// Starts a cable (plugged) with its relay thread.
     pub fn new(opts: CableOptions) -> io::Result<EmuCable> {
+        Self::with_faults(opts, CableFaults::default())
+    }
+
+    /// Starts a cable with seeded faults in force from the first byte.
+    /// `InvalidInput` if the options or faults are out of range.
+    pub fn with_faults(opts: CableOptions, faults: CableFaults) -> io::Result<EmuCable> {
         let link = Arc::new(AtomicU64::new(0));
-        let (relay, handle) = Relay::new(&opts, LinkWord::Local(link.clone()), None, None)?;
+        let (relay, handle) =
+            Relay::new(&opts, &faults, LinkWord::Local(link.clone()), None, None)?;
         let thread = std::thread::Builder::new()
             .name("tbcable-relay".into())
             .spawn(move || relay.run())?;
         Ok(EmuCable {
             handle,
             link,
+            ring_size: opts.ring_size,
             thread: Some(thread),
         })
     }
@@ -270,6 +318,18 @@ impl EmuCable {
     /// that leaves the relay, in whichever direction moves first.
     pub fn corrupt(&self) -> io::Result<()> {
         self.handle.command(ControlCommand::Corrupt).map(drop)
+    }
+
+    /// Replaces the seeded faults (all of them: what `faults` leaves at
+    /// its default is off). The random streams restart at the bytes not
+    /// yet leaving. `InvalidInput` if `stale_bytes` exceeds the ring.
+    pub fn set_faults(&self, faults: CableFaults) -> io::Result<()> {
+        faults
+            .validate(self.ring_size)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.handle
+            .command(ControlCommand::Faults(faults))
+            .map(drop)
     }
 
     /// Current counters and state.

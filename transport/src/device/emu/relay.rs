@@ -19,7 +19,11 @@
 //!   reading its EOF) never talked to the current peer, so its close does
 //!   not reach that peer;
 //! * an unplug bumps the link epoch, drops everything in flight and closes
-//!   both connections; opens wait until the replug.
+//!   both connections; opens wait until the replug;
+//! * with the seeded faults of [`CableFaults`] (module `faults`): bytes of
+//!   a corrupted frame, the end of a read-split piece and stale bytes after
+//!   a replug leave through the *detour*, a small buffer sent before the
+//!   ring; everything else leaves the ring directly.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -29,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::endpoint::{configure_socket, encode_link, LinkWord, TOKEN_ATTACHED, TOKEN_BUSY};
+use super::faults::{CableFaults, Corrupter, Splitter, Tail};
 use super::ring::{send_slice, splice_works, Bucket, Delay, Ring, CHUNK, FRAME};
 use super::{CableOptions, CableStats, ControlCommand, DirStats, EndState};
 use crate::device::spec::CableEnd;
@@ -129,7 +134,8 @@ enum Slot {
 #[derive(Debug)]
 struct Dir {
     ring: Ring,
-    /// A corrupted frame on its way out (sent before the ring).
+    /// Bytes at the front of the stream that leave before the ring: a
+    /// corrupted frame, the marked end of a read-split piece, stale bytes.
     detour: Vec<u8>,
     detour_off: usize,
     delay: Delay,
@@ -140,6 +146,19 @@ struct Dir {
     lingering: Option<UnixStream>,
     forwarded: u64,
     dropped: u64,
+    /// Read splits: where pieces end.
+    splitter: Splitter,
+    /// Corruption probability: which bits flip.
+    corrupter: Corrupter,
+    /// The last bytes written into this direction (for stale bytes).
+    tail: Tail,
+    /// Stale bytes captured at the last unplug, for the next attach of the
+    /// destination.
+    stale: Vec<u8>,
+    /// Frames corrupted by the one-shot `corrupt`.
+    corrupted_once: u64,
+    /// Stale bytes put at the front of a new link.
+    stale_sent: u64,
 }
 
 impl Dir {
@@ -191,6 +210,10 @@ pub(crate) struct Relay {
     corrupt_armed: bool,
     corrupted: u64,
     unplugs: u64,
+    faults: CableFaults,
+    /// The descriptor that marks the end of a read-split piece (module
+    /// `faults`): an eventfd nobody reads.
+    marker: OwnedFd,
     requests: mpsc::Receiver<Request>,
     wake: Arc<OwnedFd>,
     listeners: Option<Listeners>,
@@ -226,18 +249,17 @@ impl Relay {
     /// given, and stopping when `stop_fd` becomes readable.
     pub(crate) fn new(
         opts: &CableOptions,
+        faults: &CableFaults,
         link: LinkWord,
         listeners: Option<Listeners>,
         stop_fd: Option<BorrowedFd<'static>>,
     ) -> io::Result<(Relay, RelayHandle)> {
         opts.validate()?;
-        // SAFETY: plain eventfd creation; checked below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `efd` is a fresh descriptor we own.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        faults
+            .validate(opts.ring_size)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let wake = Arc::new(eventfd()?);
+        let marker = eventfd()?;
         if let Some(l) = &listeners {
             for s in [&l.a, &l.b, &l.ctl] {
                 s.set_nonblocking(true)?;
@@ -257,9 +279,15 @@ impl Relay {
             lingering: None,
             forwarded: 0,
             dropped: 0,
+            splitter: Splitter::new(&CableFaults::default(), 0),
+            corrupter: Corrupter::new(&CableFaults::default(), 0, 0),
+            tail: Tail::default(),
+            stale: Vec::new(),
+            corrupted_once: 0,
+            stale_sent: 0,
         };
         link.store(encode_link(0, true));
-        let relay = Relay {
+        let mut relay = Relay {
             opts: opts.clone(),
             link,
             epoch: 0,
@@ -269,6 +297,8 @@ impl Relay {
             corrupt_armed: false,
             corrupted: 0,
             unplugs: 0,
+            faults: *faults,
+            marker,
             requests: rx,
             wake: wake.clone(),
             listeners,
@@ -277,6 +307,7 @@ impl Relay {
             scratch: Vec::new(),
             stopping: false,
         };
+        relay.set_faults(*faults);
         Ok((relay, RelayHandle { tx, wake }))
     }
 
@@ -365,9 +396,27 @@ impl Relay {
             ControlCommand::Unplug => self.unplug(),
             ControlCommand::Replug => self.replug(),
             ControlCommand::Corrupt => self.corrupt_armed = true,
+            ControlCommand::Faults(f) => self.set_faults(f),
             ControlCommand::Shutdown => self.stopping = true,
         }
         self.stats()
+    }
+
+    /// Replaces the seeded faults (validated by the caller). The random
+    /// streams restart at the bytes not yet queued for leaving.
+    fn set_faults(&mut self, faults: CableFaults) {
+        self.faults = faults;
+        for (i, d) in self.dirs.iter_mut().enumerate() {
+            d.set_faults(&faults, i);
+        }
+    }
+
+    /// Whether `cmd` can run: a fault setting must fit this cable's ring.
+    pub(crate) fn check(&self, cmd: &ControlCommand) -> Result<(), super::faults::FaultError> {
+        match cmd {
+            ControlCommand::Faults(f) => f.validate(self.opts.ring_size),
+            _ => Ok(()),
+        }
     }
 
     fn unplug(&mut self) {
@@ -384,6 +433,11 @@ impl Relay {
             }
         }
         for d in &mut self.dirs {
+            // What the old link leaves over for the new one.
+            if d.tail.is_active() {
+                d.stale = d.tail.to_vec();
+                d.tail.clear();
+            }
             d.clear();
         }
     }
@@ -407,6 +461,9 @@ impl Relay {
             forwarded: d.forwarded,
             dropped: d.dropped,
             in_flight: d.pending_out() as u64,
+            corrupted: d.corrupted_once + d.corrupter.injected,
+            stale: d.stale_sent,
+            pieces: d.splitter.pieces,
         };
         let end = |s: &Slot| match s {
             Slot::Empty => EndState::Closed,
@@ -420,12 +477,16 @@ impl Relay {
             unplugs: self.unplugs,
             a_to_b: dir(&self.dirs[0]),
             b_to_a: dir(&self.dirs[1]),
-            corrupted_frames: self.corrupted,
+            corrupted_frames: self.corrupted
+                + self.dirs[0].corrupter.injected
+                + self.dirs[1].corrupter.injected,
+            random_corruptions: self.dirs[0].corrupter.injected + self.dirs[1].corrupter.injected,
             corrupt_armed: self.corrupt_armed,
             ring_size: self.opts.ring_size,
             zero_copy: self.dirs[0].ring.is_pipe() && self.dirs[1].ring.is_pipe(),
             rate: self.opts.rate,
             latency_us: self.opts.latency_us,
+            faults: self.faults,
             a: end(&self.ends[0]),
             b: end(&self.ends[1]),
         }
@@ -477,6 +538,8 @@ impl Relay {
                 writing: true,
                 closing: false,
             });
+            // Stale bytes of the old link come first on the new one.
+            self.dirs[end.peer().index()].load_stale();
         } else {
             self.ends[end.index()] = Slot::Empty;
         }
@@ -618,6 +681,17 @@ fn block_sigpipe() {
         libc::sigaddset(&mut set, libc::SIGPIPE);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+}
+
+/// A non-blocking eventfd.
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd creation; checked below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `efd` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(efd) })
 }
 
 /// Reads and drops whatever `sock` has queued; returns the byte count.

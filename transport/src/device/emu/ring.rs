@@ -112,6 +112,26 @@ impl BufRing {
         Ok(sent)
     }
 
+    /// Appends as much of `data` as there is room for; returns the count.
+    pub(crate) fn push(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.free());
+        let mut done = 0;
+        for (off, len) in self.regions(self.head + self.len, n) {
+            self.buf[off..off + len].copy_from_slice(&data[done..done + len]);
+            done += len;
+        }
+        self.len += n;
+        n
+    }
+
+    /// The last `n` queued bytes (at most all of them), as up to two
+    /// slices in stream order.
+    pub(crate) fn last(&self, n: usize) -> [&[u8]; 2] {
+        let n = n.min(self.len);
+        self.regions(self.head + self.len - n, n)
+            .map(|(off, len)| &self.buf[off..off + len])
+    }
+
     /// Moves up to `n` bytes from the front of the ring to `out`.
     pub(crate) fn pop_into(&mut self, out: &mut Vec<u8>, n: usize) -> usize {
         let n = n.min(self.len);
@@ -354,6 +374,29 @@ impl Ring {
         match self {
             Ring::Pipe(p) => p.clear(),
             Ring::Buf(b) => b.clear(),
+        }
+    }
+
+    /// Turns a pipe ring into a copying one, keeping what it holds (the
+    /// relay must see the bytes, e.g. to keep a stale tail). No-op for a
+    /// copying ring.
+    pub(crate) fn make_copying(&mut self) {
+        if let Ring::Pipe(p) = self {
+            let mut held = Vec::with_capacity(p.len);
+            let len = p.len;
+            p.pop_into(&mut held, len);
+            let mut b = BufRing::new(p.cap);
+            b.push(&held);
+            *self = Ring::Buf(b);
+        }
+    }
+
+    /// The last `n` queued bytes if the ring can show them (a copying
+    /// ring), in stream order.
+    pub(crate) fn last(&self, n: usize) -> Option<[&[u8]; 2]> {
+        match self {
+            Ring::Pipe(_) => None,
+            Ring::Buf(b) => Some(b.last(n)),
         }
     }
 
@@ -636,6 +679,34 @@ mod tests {
         }
         assert_eq!(expect, next);
         Ok(())
+    }
+
+    #[test]
+    fn push_last_and_conversion_keep_bytes() {
+        let mut b = BufRing::new(8);
+        assert_eq!(b.push(b"abcdef"), 6);
+        let mut out = Vec::new();
+        b.pop_into(&mut out, 4);
+        assert_eq!(b.push(b"ghijklmno"), 6); // wraps; "o" has no room
+        assert_eq!(b.last(3).concat(), b"jkl");
+        assert_eq!(b.last(100).concat(), b"efghijkl");
+        let mut ring = Ring::new(FRAME, splice_works());
+        if let Ring::Pipe(p) = &mut ring {
+            let (x, y) = UnixStream::pair().expect("pair");
+            y.set_nonblocking(true).expect("nonblocking");
+            io::Write::write_all(&mut &x, b"held bytes").expect("write");
+            assert_eq!(p.fill_from(y.as_fd(), FRAME).expect("fill"), 10);
+            assert!(ring.last(1).is_none());
+        } else if let Ring::Buf(b) = &mut ring {
+            b.push(b"held bytes");
+        }
+        ring.make_copying();
+        assert!(!ring.is_pipe());
+        assert_eq!(ring.len(), 10);
+        assert_eq!(ring.last(5).map(|s| s.concat()), Some(b"bytes".to_vec()));
+        out.clear();
+        ring.pop_into(&mut out, 100);
+        assert_eq!(out, b"held bytes");
     }
 
     #[test]

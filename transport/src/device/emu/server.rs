@@ -5,8 +5,10 @@
 //! * `a`, `b`: listening Unix sockets, one per end (endpoint protocol in
 //!   `endpoint`);
 //! * `ctl`: control socket. A request is one line (`status`, `unplug`,
-//!   `replug`, `corrupt`, `shutdown`); the reply is one line, `ok <status
-//!   JSON>` or `err <message>`, and the relay closes;
+//!   `replug`, `corrupt`, `shutdown`, or `faults [seed=N] [read-splits=on]
+//!   [corrupt-prob=P] [stale-bytes=N]`, which replaces the seeded faults);
+//!   the reply is one line, `ok <status JSON>` or `err <message>`, and the
+//!   relay closes;
 //! * `state`: the 8-byte link word, mapped by clients to tell an unplug from
 //!   a peer close.
 
@@ -22,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::endpoint::{encode_link, LinkWord, MappedWord};
+use super::faults::{CableFaults, FaultError};
 use super::relay::{Listeners, Relay};
 use super::{cable_dir, not_served, CableOptions, CableStats, DirStats};
 
@@ -41,31 +44,48 @@ pub enum ControlCommand {
     Replug,
     /// Flip 1-3 bits in the next 4 KiB frame.
     Corrupt,
+    /// Replace the seeded faults (read splits, corruption probability,
+    /// stale bytes).
+    Faults(CableFaults),
     /// Stop the cable server (clients see `ENXIO`); used by tests.
     Shutdown,
 }
 
-/// An unknown control command.
+/// A control request the cable cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown cable command {0:?}: expected status, unplug, replug, corrupt or shutdown")]
-pub struct ControlError(pub String);
+pub enum ControlError {
+    /// Not a command.
+    #[error(
+        "unknown cable command {0:?}: expected status, unplug, replug, corrupt, faults or \
+         shutdown"
+    )]
+    Unknown(String),
+    /// A `faults` command with a bad setting.
+    #[error(transparent)]
+    Faults(#[from] FaultError),
+}
 
 impl ControlCommand {
-    /// The word on the control socket.
+    /// The command's word on the control socket (without arguments).
     pub fn as_str(self) -> &'static str {
         match self {
             ControlCommand::Status => "status",
             ControlCommand::Unplug => "unplug",
             ControlCommand::Replug => "replug",
             ControlCommand::Corrupt => "corrupt",
+            ControlCommand::Faults(_) => "faults",
             ControlCommand::Shutdown => "shutdown",
         }
     }
 }
 
 impl fmt::Display for ControlCommand {
+    /// The request line (without the newline).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            ControlCommand::Faults(faults) => write!(f, "faults {}", faults.to_words()),
+            _ => f.write_str(self.as_str()),
+        }
     }
 }
 
@@ -73,13 +93,23 @@ impl FromStr for ControlCommand {
     type Err = ControlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "status" => Ok(ControlCommand::Status),
-            "unplug" => Ok(ControlCommand::Unplug),
-            "replug" => Ok(ControlCommand::Replug),
-            "corrupt" => Ok(ControlCommand::Corrupt),
-            "shutdown" => Ok(ControlCommand::Shutdown),
-            _ => Err(ControlError(s.chars().take(64).collect())),
+        let line = s.trim().to_ascii_lowercase();
+        let (word, args) = line.split_once(' ').unwrap_or((&line, ""));
+        let bare = |cmd| {
+            if args.trim().is_empty() {
+                Ok(cmd)
+            } else {
+                Err(ControlError::Unknown(s.chars().take(64).collect()))
+            }
+        };
+        match word {
+            "status" => bare(ControlCommand::Status),
+            "unplug" => bare(ControlCommand::Unplug),
+            "replug" => bare(ControlCommand::Replug),
+            "corrupt" => bare(ControlCommand::Corrupt),
+            "faults" => Ok(ControlCommand::Faults(CableFaults::from_words(args)?)),
+            "shutdown" => bare(ControlCommand::Shutdown),
+            _ => Err(ControlError::Unknown(s.chars().take(64).collect())),
         }
     }
 }
@@ -89,14 +119,16 @@ impl CableStats {
     pub fn to_json(&self) -> String {
         let dir = |d: &DirStats| {
             format!(
-                "{{\"forwarded\":{},\"dropped\":{},\"in_flight\":{}}}",
-                d.forwarded, d.dropped, d.in_flight
+                "{{\"forwarded\":{},\"dropped\":{},\"in_flight\":{},\"corrupted\":{},\
+                 \"stale\":{},\"pieces\":{}}}",
+                d.forwarded, d.dropped, d.in_flight, d.corrupted, d.stale, d.pieces
             )
         };
         format!(
             "{{\"plugged\":{},\"epoch\":{},\"unplugs\":{},\"a\":\"{}\",\"b\":\"{}\",\
-             \"a_to_b\":{},\"b_to_a\":{},\"corrupted_frames\":{},\"corrupt_armed\":{},\
-             \"ring_size\":{},\"zero_copy\":{},\"rate\":{},\"latency_us\":{}}}",
+             \"a_to_b\":{},\"b_to_a\":{},\"corrupted_frames\":{},\"random_corruptions\":{},\
+             \"corrupt_armed\":{},\"ring_size\":{},\"zero_copy\":{},\"rate\":{},\
+             \"latency_us\":{},\"faults\":{}}}",
             self.plugged,
             self.epoch,
             self.unplugs,
@@ -105,12 +137,14 @@ impl CableStats {
             dir(&self.a_to_b),
             dir(&self.b_to_a),
             self.corrupted_frames,
+            self.random_corruptions,
             self.corrupt_armed,
             self.ring_size,
             self.zero_copy,
             self.rate
                 .map_or_else(|| "null".to_owned(), |r| r.to_string()),
             self.latency_us,
+            self.faults.to_json(),
         )
     }
 }
@@ -246,7 +280,22 @@ fn bind(path: &Path) -> io::Result<UnixListener> {
 /// one-shot: after the first SIGINT/SIGTERM every `serve` in the process
 /// returns (and later calls return at once); a second signal kills.
 pub fn serve(root: &Path, name: &str, opts: CableOptions) -> io::Result<()> {
+    serve_with_faults(root, name, opts, CableFaults::default())
+}
+
+/// [`serve`] with seeded faults in force from the first byte (they can be
+/// replaced later with [`ControlCommand::Faults`]). `InvalidInput` if the
+/// options or faults are out of range.
+pub fn serve_with_faults(
+    root: &Path,
+    name: &str,
+    opts: CableOptions,
+    faults: CableFaults,
+) -> io::Result<()> {
     opts.validate()?;
+    faults
+        .validate(opts.ring_size)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dir = cable_dir(root, name)?;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -274,6 +323,7 @@ pub fn serve(root: &Path, name: &str, opts: CableOptions) -> io::Result<()> {
     let stop = signal_stop_fd()?;
     let (relay, handle) = Relay::new(
         &opts,
+        &faults,
         LinkWord::Mapped(Arc::new(word)),
         Some(listeners),
         Some(stop),
@@ -312,6 +362,27 @@ mod tests {
         );
         let e = "fly".parse::<ControlCommand>().expect_err("unknown");
         assert!(e.to_string().contains("expected status"), "{e}");
+        assert!("unplug now".parse::<ControlCommand>().is_err());
+        let f = CableFaults {
+            seed: 7,
+            read_splits: true,
+            corrupt_prob: super::super::Probability::new(1e-4).expect("valid"),
+            stale_bytes: 4096,
+        };
+        let line = ControlCommand::Faults(f).to_string();
+        assert_eq!(
+            line,
+            "faults seed=7 read-splits=on corrupt-prob=1e-4 stale-bytes=4096"
+        );
+        assert_eq!(line.parse(), Ok(ControlCommand::Faults(f)));
+        assert_eq!(
+            "faults".parse(),
+            Ok(ControlCommand::Faults(CableFaults::default()))
+        );
+        let e = "faults corrupt-prob=3"
+            .parse::<ControlCommand>()
+            .expect_err("p > 1");
+        assert!(matches!(e, ControlError::Faults(_)), "{e}");
     }
 
     #[test]
@@ -324,20 +395,27 @@ mod tests {
                 forwarded: 10,
                 dropped: 1,
                 in_flight: 0,
+                ..DirStats::default()
             },
             b_to_a: DirStats::default(),
             corrupted_frames: 0,
+            random_corruptions: 0,
             corrupt_armed: true,
             ring_size: 256,
             zero_copy: true,
             rate: None,
             latency_us: 5,
+            faults: CableFaults::default(),
             a: EndState::Open,
             b: EndState::Waiting,
         };
         let j = st.to_json();
         assert!(j.starts_with("{\"plugged\":true,\"epoch\":2,"), "{j}");
-        assert!(j.contains("\"a_to_b\":{\"forwarded\":10,\"dropped\":1,\"in_flight\":0}"));
+        assert!(j.contains("\"a_to_b\":{\"forwarded\":10,\"dropped\":1,\"in_flight\":0,"));
+        assert!(
+            j.contains("\"faults\":{\"seed\":0,\"read_splits\":false,"),
+            "{j}"
+        );
         assert!(j.contains("\"rate\":null") && j.contains("\"b\":\"waiting\""));
         assert!(!j.contains('\n'));
     }

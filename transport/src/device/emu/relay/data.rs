@@ -8,11 +8,109 @@ use std::time::{Duration, Instant};
 use super::{
     end_of, Conn, CtlConn, Dir, Relay, Slot, Target, CTL_IDLE, MAX_CTL_CONNS, MAX_CTL_LINE,
 };
+use crate::device::emu::faults::{send_marked, CableFaults, Corrupter, Splitter};
 use crate::device::emu::ring::{flip_bits, send_slice, CHUNK, FRAME};
 use crate::device::emu::ControlCommand;
 use crate::device::spec::CableEnd;
 
 impl Dir {
+    /// Applies a new fault setting to this direction (`i`: 0 for A -> B).
+    pub(super) fn set_faults(&mut self, faults: &CableFaults, i: usize) {
+        self.splitter = Splitter::new(faults, i);
+        // Frames count from the first byte not yet past the corrupter.
+        let injected = self.corrupter.injected;
+        let base = self.forwarded + (self.detour.len() - self.detour_off) as u64;
+        self.corrupter = Corrupter::new(faults, i, base);
+        self.corrupter.injected = injected;
+        let keep = faults.stale_bytes as usize;
+        if keep > 0 && !self.tail.is_active() {
+            // The tail must see the bytes: no more splicing.
+            self.ring.make_copying();
+            self.tail.set_keep(keep);
+            if let Some(parts) = self.ring.last(keep) {
+                for p in parts {
+                    self.tail.push(p);
+                }
+            }
+        }
+        self.tail.set_keep(keep);
+        if keep == 0 {
+            self.stale.clear();
+        }
+    }
+
+    /// Puts the stale bytes captured at the last unplug at the front of
+    /// the stream (the destination just attached on a new link).
+    pub(super) fn load_stale(&mut self) {
+        if self.stale.is_empty() {
+            return;
+        }
+        let mut front = std::mem::take(&mut self.stale);
+        self.corrupter.apply(&mut front, self.forwarded);
+        self.stale_sent += front.len() as u64;
+        front.extend_from_slice(&self.detour[self.detour_off..]);
+        self.detour = front;
+        self.detour_off = 0;
+    }
+
+    /// Moves up to `n` bytes from the front of the ring into the (empty)
+    /// detour, flipping the bits the corrupter picked among them. Returns
+    /// the count.
+    fn pop_to_detour(&mut self, n: usize) -> usize {
+        debug_assert_eq!(self.detour_off, self.detour.len());
+        self.detour.clear();
+        self.detour_off = 0;
+        let got = self.ring.pop_into(&mut self.detour, n);
+        self.delay.left(got);
+        self.corrupter.apply(&mut self.detour, self.forwarded);
+        got
+    }
+
+    /// Sends (part of) the detour: `Ok(true)` if bytes left, `Ok(false)` if
+    /// nothing may or can leave now.
+    fn send_detour(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        marker: BorrowedFd<'_>,
+        now: Instant,
+    ) -> io::Result<bool> {
+        let max = self
+            .bucket
+            .available(now)
+            .min(self.detour.len() - self.detour_off);
+        if max == 0 {
+            return Ok(false);
+        }
+        let (n, ends) = self.splitter.plan(max);
+        let part = &self.detour[self.detour_off..self.detour_off + n];
+        let sent = if ends {
+            match send_marked(sock, part, marker) {
+                // Too many descriptors in flight for this user (the
+                // reader is far behind): the piece boundary is lost, the
+                // bytes are not.
+                Err(e) if e.raw_os_error() == Some(libc::ETOOMANYREFS) => send_slice(sock, part),
+                r => r,
+            }
+        } else {
+            send_slice(sock, part)
+        };
+        match sent {
+            Ok(k) => {
+                self.detour_off += k;
+                self.bucket.take(k);
+                self.forwarded += k as u64;
+                self.splitter.sent(k, ends);
+                if self.detour_off == self.detour.len() {
+                    self.detour.clear();
+                    self.detour_off = 0;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads from a source into the ring (`keep`) or into `scratch` to be
     /// dropped (destination not open). `Ok(0)` is EOF; `WouldBlock` also
     /// when the ring is full.
@@ -34,6 +132,13 @@ impl Dir {
             }
             let n = self.ring.fill_from(fd, room.min(CHUNK))?;
             self.delay.entered(n, now);
+            if self.tail.is_active() {
+                if let Some(parts) = self.ring.last(n) {
+                    for p in parts {
+                        self.tail.push(p);
+                    }
+                }
+            }
             Ok(n)
         } else {
             if scratch.len() < CHUNK {
@@ -96,6 +201,7 @@ impl Relay {
             dirs,
             corrupt_armed,
             corrupted,
+            marker,
             ..
         } = self;
         let Slot::Open(conn) = &mut ends[d] else {
@@ -107,33 +213,18 @@ impl Relay {
         let dir = &mut dirs[s];
         let mut progress = false;
         let failed = loop {
-            // A corrupted frame goes out first.
+            // The detour goes out first.
             if dir.detour_off < dir.detour.len() {
-                let max = dir
-                    .bucket
-                    .available(now)
-                    .min(dir.detour.len() - dir.detour_off);
-                if max == 0 {
-                    break false;
-                }
-                let part = &dir.detour[dir.detour_off..dir.detour_off + max];
-                match send_slice(conn.sock.as_fd(), part) {
-                    Ok(n) => {
-                        dir.detour_off += n;
-                        dir.bucket.take(n);
-                        dir.forwarded += n as u64;
+                match dir.send_detour(conn.sock.as_fd(), marker.as_fd(), now) {
+                    Ok(true) => {
                         progress = true;
-                        if dir.detour_off == dir.detour.len() {
-                            dir.detour.clear();
-                            dir.detour_off = 0;
-                        }
                         continue;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Ok(false) => break false,
                     Err(_) => break true,
                 }
             }
-            let allowed = dir
+            let mut allowed = dir
                 .delay
                 .allowed(dir.ring.len(), now)
                 .min(dir.bucket.available(now))
@@ -142,12 +233,29 @@ impl Relay {
                 break false;
             }
             if *corrupt_armed {
-                dir.detour.clear();
-                let n = dir.ring.pop_into(&mut dir.detour, allowed.min(FRAME));
+                dir.pop_to_detour(allowed.min(FRAME));
                 flip_bits(&mut dir.detour);
-                dir.delay.left(n);
                 *corrupt_armed = false;
                 *corrupted += 1;
+                dir.corrupted_once += 1;
+                progress = true;
+                continue;
+            }
+            // A byte with bits to flip leaves through the detour; the ring
+            // sends up to it.
+            if let Some(flip) = dir.corrupter.next_byte() {
+                let ahead = flip.saturating_sub(dir.forwarded);
+                if ahead == 0 {
+                    dir.pop_to_detour(allowed.min(FRAME));
+                    progress = true;
+                    continue;
+                }
+                allowed = allowed.min(usize::try_from(ahead).unwrap_or(usize::MAX));
+            }
+            // The end of a read-split piece leaves marked, from the detour.
+            let (allowed, ends_piece) = dir.splitter.plan(allowed);
+            if ends_piece {
+                dir.pop_to_detour(allowed);
                 progress = true;
                 continue;
             }
@@ -156,6 +264,7 @@ impl Relay {
                     dir.delay.left(n);
                     dir.bucket.take(n);
                     dir.forwarded += n as u64;
+                    dir.splitter.sent(n, false);
                     progress = true;
                     // One write per pass: the other direction gets a turn.
                     break false;
@@ -332,7 +441,10 @@ impl Relay {
     fn answer(&mut self, i: usize, len: usize) -> String {
         let line = String::from_utf8_lossy(&self.ctl[i].buf[..len]).into_owned();
         match line.trim().parse::<ControlCommand>() {
-            Ok(cmd) => format!("ok {}\n", self.execute(cmd).to_json()),
+            Ok(cmd) => match self.check(&cmd) {
+                Ok(()) => format!("ok {}\n", self.execute(cmd).to_json()),
+                Err(e) => format!("err {e}\n"),
+            },
             Err(e) => format!("err {e}\n"),
         }
     }

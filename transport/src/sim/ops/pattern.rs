@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
-use super::Key;
+use super::harness::Key;
 
-pub fn seed_of(key: Key, sender: usize) -> u64 {
+pub(crate) fn seed_of(key: Key, sender: usize) -> u64 {
     let mut x = (u64::from(key.gen) << 40)
         ^ ((key.opener as u64) << 36)
         ^ ((sender as u64) << 34)
@@ -14,7 +14,7 @@ pub fn seed_of(key: Key, sender: usize) -> u64 {
     x ^ (x >> 29)
 }
 
-pub fn word(seed: u64, i: u64) -> u64 {
+pub(crate) fn word(seed: u64, i: u64) -> u64 {
     let mut x = seed ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 31;
     x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -22,11 +22,11 @@ pub fn word(seed: u64, i: u64) -> u64 {
 }
 
 /// The byte at `off` of a flow's sequence.
-pub fn pattern(seed: u64, off: u64) -> u8 {
+pub(crate) fn pattern(seed: u64, off: u64) -> u8 {
     (word(seed, off >> 3) >> ((off & 7) * 8)) as u8
 }
 
-pub fn pattern_bytes(seed: u64, off: u64, len: usize) -> Bytes {
+pub(crate) fn pattern_bytes(seed: u64, off: u64, len: usize) -> Bytes {
     let mut v = Vec::with_capacity(len);
     let mut o = off;
     while v.len() < len {
@@ -39,7 +39,7 @@ pub fn pattern_bytes(seed: u64, off: u64, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-pub fn check_pattern(seed: u64, off: u64, data: &[u8], what: &str) {
+pub(crate) fn check_pattern(seed: u64, off: u64, data: &[u8], what: &str) {
     for (i, &b) in data.iter().enumerate() {
         let o = off + i as u64;
         assert_eq!(b, pattern(seed, o), "{what}: wrong byte at offset {o}");
@@ -48,7 +48,7 @@ pub fn check_pattern(seed: u64, off: u64, data: &[u8], what: &str) {
 
 /// Datagrams carry their sequence number (the first 8 bytes) since some
 /// may be dropped.
-pub fn dgram_bytes(seed: u64, seq: u64, len: usize) -> Bytes {
+pub(crate) fn dgram_bytes(seed: u64, seq: u64, len: usize) -> Bytes {
     let len = len.max(8);
     let mut v = seq.to_le_bytes().to_vec();
     v.extend_from_slice(&pattern_bytes(seed, seq << 32, len - 8));

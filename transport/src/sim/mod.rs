@@ -9,6 +9,12 @@ use bytes::BytesMut;
 
 use crate::session::{Event, Session, SessionConfig, SessionError};
 
+#[cfg(feature = "fuzz-ops")]
+pub mod ops;
+mod raw;
+
+pub use raw::{RawPeer, RAW_PEER_ID};
+
 /// Which end of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -42,6 +48,8 @@ pub struct Pair {
     rng: u64,
     /// Bytes that went A→B and B→A (statistics).
     pub wire_bytes: [u64; 2],
+    /// When set, a copy of every byte sent A→B and B→A.
+    pub tap: Option<[Vec<u8>; 2]>,
 }
 
 impl Pair {
@@ -61,6 +69,7 @@ impl Pair {
             events_b: Vec::new(),
             rng: seed | 1,
             wire_bytes: [0; 2],
+            tap: None,
         };
         p.a.handle_link_up(now);
         p.b.handle_link_up(now);
@@ -90,6 +99,9 @@ impl Pair {
             self.wire_bytes[0] += t.len() as u64;
             for s in t.segments() {
                 self.a_to_b.extend_from_slice(s);
+                if let Some(tap) = self.tap.as_mut() {
+                    tap[0].extend_from_slice(s);
+                }
             }
             any = true;
         }
@@ -97,6 +109,9 @@ impl Pair {
             self.wire_bytes[1] += t.len() as u64;
             for s in t.segments() {
                 self.b_to_a.extend_from_slice(s);
+                if let Some(tap) = self.tap.as_mut() {
+                    tap[1].extend_from_slice(s);
+                }
             }
             any = true;
         }
@@ -133,6 +148,22 @@ impl Pair {
             }
         }
         Ok(any)
+    }
+
+    /// Delivers at most `max` of the bytes in flight from `from` (one
+    /// piece; the rest stays on the wire).
+    pub fn deliver_some(&mut self, from: Side, max: usize) -> Result<(), (Side, SessionError)> {
+        let now = self.now;
+        let (wire, rx, sess, to) = match from {
+            Side::A => (&mut self.a_to_b, &mut self.b_rx, &mut self.b, Side::B),
+            Side::B => (&mut self.b_to_a, &mut self.a_rx, &mut self.a, Side::A),
+        };
+        let piece = wire.split_to(max.min(wire.len()));
+        if piece.is_empty() {
+            return Ok(());
+        }
+        rx.extend_from_slice(&piece);
+        sess.handle_input(now, rx).map_err(|e| (to, e))
     }
 
     /// Takes the events of both sessions into `events_a` / `events_b`.

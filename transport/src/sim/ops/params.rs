@@ -1,7 +1,7 @@
 //! Session tunables chosen by the fuzzer.
 
+use crate::session::SessionConfig;
 use arbitrary::Arbitrary;
-use tbbridge_transport::session::SessionConfig;
 
 /// Session tunables, kept small so flow control, batching and the
 /// budget limits are exercised.
@@ -19,9 +19,37 @@ pub struct Params {
     pub recv_budget: Option<u32>,
     pub max_channels: u8,
     pub starvation_limit: u8,
+    /// Latency mode's in-flight limit (0: the default).
+    pub latency_in_flight: u32,
+    /// Start channel ids just below the wrap of the id space.
+    pub high_ids: bool,
 }
 
 impl Params {
+    /// Side B is an older build, without growing windows: bit 0 of the
+    /// seed, which the read-split generator does not use (it forces it),
+    /// so inputs kept before this choice existed keep their splits.
+    pub fn older_b(&self) -> bool {
+        self.seed & 1 == 1
+    }
+
+    /// Both sides hold the same pre-shared key: bit 31 of
+    /// `latency_in_flight`, which its modulo does not use.
+    pub fn keyed(&self) -> bool {
+        self.latency_in_flight & (1 << 31) != 0
+    }
+
+    /// The configuration of side B.
+    pub fn config_b(&self) -> SessionConfig {
+        SessionConfig {
+            grow_windows: !self.older_b(),
+            ..self.config()
+        }
+    }
+}
+
+impl Params {
+    /// The session configuration these parameters stand for.
     pub fn config(&self) -> SessionConfig {
         let d = SessionConfig::default();
         SessionConfig {
@@ -37,6 +65,13 @@ impl Params {
             recv_budget: self.recv_budget.map_or(d.recv_budget, u64::from),
             max_channels: usize::from(self.max_channels) + 1,
             starvation_limit: u32::from(self.starvation_limit),
+            latency_in_flight: match self.latency_in_flight & !(1 << 31) {
+                0 => d.latency_in_flight,
+                n => u64::from(n % (1 << 20)),
+            },
+            psk: self
+                .keyed()
+                .then(|| crate::session::auth::Psk::new(&[b'k'; 32]).expect("a valid key")),
             ..d
         }
     }
