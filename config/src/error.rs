@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config file: {source}", .path.display())]
+    ///
+    /// The cause is part of the message and deliberately not a
+    /// [`source`](std::error::Error::source): printed as a chain (anyhow's
+    /// `{:#}`) it would repeat (`Is a directory (os error 21): Is a
+    /// directory (os error 21)`).
+    #[error("{}: cannot read config file: {cause}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (its kind tells `NotFound` from the rest).
+        cause: io::Error,
     },
     /// The file was read but is not a valid config: a syntax error, an
     /// unknown key, a wrong type, a bad value or a missing key.
@@ -91,9 +96,38 @@ impl Source<'_> {
             origin: self.origin.to_path_buf(),
             line,
             column,
-            key: key.to_owned(),
-            message: message.into(),
+            key: cut(key, MAX_ECHO_KEY),
+            message: cut(&message.into(), MAX_ECHO_MESSAGE),
         }))
+    }
+
+    /// The dotted key whose value starts before `offset`, read off the
+    /// text (for errors the TOML parser reports without a key, such as
+    /// an integer out of range): the `key =` on that line, under the last
+    /// table header above it. `None` when the line is no `key = value`.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let mut off = offset.min(self.text.len());
+        while !self.text.is_char_boundary(off) {
+            off -= 1;
+        }
+        let before = &self.text[..off];
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        let (key, _) = before[start..].split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if key.is_empty() || !key.chars().all(bare) {
+            return None;
+        }
+        let table = before[..start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_owned(),
+        })
     }
 
     /// A TOML syntax error (or a deserialiser error) from the `toml` crate.
@@ -107,8 +141,34 @@ impl Source<'_> {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(": ");
-        self.error(e.span().as_ref(), "", message)
+        let span = e.span();
+        let key = span
+            .as_ref()
+            .and_then(|s| self.key_at(s.start))
+            .unwrap_or_default();
+        let message = if message.contains("number too large") {
+            format!("{message} (TOML integers are 64-bit signed: at most 9223372036854775807)")
+        } else {
+            message
+        };
+        self.error(span.as_ref(), &key, message)
     }
+}
+
+/// Longest key echoed back in an error: a key is a word or a dotted path,
+/// anything longer is cut (a 600 KB key is not repeated in full).
+pub const MAX_ECHO_KEY: usize = 80;
+/// Longest message: the value echoed in it is cut to fit.
+pub const MAX_ECHO_MESSAGE: usize = 400;
+
+/// `s` cut to at most `max` characters, saying how much was left out.
+fn cut(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let kept: String = s.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", n - max)
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `text`.

@@ -16,10 +16,15 @@
 pub mod configfs;
 mod device;
 mod error;
+mod forward;
 mod interface;
+mod keyfile;
+mod metrics;
+mod migrate;
 mod net;
 mod reader;
 mod reserved;
+mod rpc;
 mod session;
 mod tree;
 
@@ -33,12 +38,20 @@ pub use device::{
     MAX_THROTTLING_NS, MIN_HOPID, NET_HOPIDS, RING_SIZE_RANGE,
 };
 pub use error::{line_col, ConfigError, Diagnostic};
+pub use forward::{
+    Endpoint, ForwardConfig, HostPort, PipeConfig, PipeSink, ServiceConfig, UnixAddr,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UDP_IDLE,
+};
 pub use interface::{
     InterfaceConfig, DEFAULT_MTU, DEFAULT_OFFLOAD, DEFAULT_QUEUES, MAX_QUEUES, MIN_MTU,
 };
+pub use keyfile::{KeyFile, MAX_KEY_FILE};
+pub use metrics::{MetricsConfig, DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_PORT};
+pub use migrate::{MigrateConfig, DEFAULT_MIGRATE_CHANNELS, DEFAULT_MIGRATE_TIMEOUT};
 pub use net::{IfName, IfNameError, IpPrefix, PrefixError, Route, MAX_IFNAME};
-pub use reserved::{
-    Endpoint, ForwardConfig, ForwardProto, MetricsConfig, MigrateConfig, RpcConfig,
+pub use rpc::{
+    Group, RpcConfig, DEFAULT_RPC_CALLS, DEFAULT_RPC_CONNECTIONS, DEFAULT_RPC_MESSAGE,
+    MAX_RPC_MESSAGE,
 };
 pub use session::{parse_size, SessionTunables};
 pub use tbbridge_transport::DeviceSpec;
@@ -65,14 +78,18 @@ pub struct Config {
     pub interface: Option<InterfaceConfig>,
     /// `[session]`: overrides of the transport tunables.
     pub session: SessionTunables,
-    /// `[metrics]` (reserved for a later issue).
-    pub metrics: Option<MetricsConfig>,
-    /// `[[forward]]` (reserved for a later issue).
+    /// `[[forward]]`: listen here, carry connections to peer services.
     pub forwards: Vec<ForwardConfig>,
-    /// `[[rpc]]` (reserved for a later issue).
-    pub rpc: Vec<RpcConfig>,
-    /// `[migrate]` (reserved for a later issue).
+    /// `[[service]]`: what the peer's forwards may ask for.
+    pub services: Vec<ServiceConfig>,
+    /// `[[pipe]]`: where the peer's `tbbridge pipe` data goes.
+    pub pipes: Vec<PipeConfig>,
+    /// `[migrate]`: the VM live-migration transport, if any.
     pub migrate: Option<MigrateConfig>,
+    /// `[[rpc]]`: request/response endpoints across the cable.
+    pub rpcs: Vec<RpcConfig>,
+    /// `[metrics]`: the Prometheus exporter, if wanted.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Config {
@@ -101,6 +118,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(m) = &self.metrics {
+            if !m.listen.ip().is_loopback() {
+                w.push(format!(
+                    "metrics.listen = \"{}\": /metrics is reachable from other hosts \
+                     (it has no authentication; the default is {DEFAULT_METRICS_LISTEN})",
+                    m.listen
+                ));
+            }
+        }
         w
     }
 }
@@ -121,11 +147,50 @@ fn path_in(dir: Option<PathBuf>, name: &str) -> PathBuf {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let read_err = |source| ConfigError::Read {
+    let read_err = |cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // Only a regular file: opening a FIFO blocks until a writer comes (and
+    // reading a device may never end), so look before opening. Opened
+    // non-blocking and checked again on the descriptor, so a path swapped
+    // in between cannot make the open hang either.
+    let not_regular = |what: &str| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({what})"),
+        ))
+    };
+    let kind = |ft: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a file"
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_regular(kind(meta.file_type())));
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_err)?
+    };
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_regular(kind(meta.file_type())));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_SIZE + 1)
         .read_to_end(&mut bytes)
@@ -158,10 +223,12 @@ const TOP_KEYS: &[&str] = &[
     "device",
     "interface",
     "session",
-    "metrics",
     "forward",
-    "rpc",
+    "service",
+    "pipe",
     "migrate",
+    "rpc",
+    "metrics",
 ];
 
 /// Validates config text; `origin` names the file in errors.
@@ -170,6 +237,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let root = Node::parse(text).map_err(|e| src.toml_error(&e))?;
     let root = Field::root(src, &root);
     let t = root.table(TOP_KEYS)?;
+    reserved::refuse_unbuilt(&t)?;
     let device = t.required(
         "device",
         "a [device] table with `path` or [device.configfs]",
@@ -180,12 +248,16 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         session: t
             .opt("session", session::parse_session)?
             .unwrap_or_default(),
-        metrics: t.opt("metrics", reserved::parse_metrics)?,
         forwards: t
-            .opt("forward", reserved::parse_forwards)?
+            .opt("forward", forward::parse_forwards)?
             .unwrap_or_default(),
-        rpc: t.opt("rpc", reserved::parse_rpcs)?.unwrap_or_default(),
-        migrate: t.opt("migrate", reserved::parse_migrate)?,
+        services: t
+            .opt("service", forward::parse_services)?
+            .unwrap_or_default(),
+        pipes: t.opt("pipe", forward::parse_pipes)?.unwrap_or_default(),
+        migrate: t.opt("migrate", migrate::parse_migrate)?,
+        rpcs: t.opt("rpc", rpc::parse_rpcs)?.unwrap_or_default(),
+        metrics: t.opt("metrics", metrics::parse_metrics)?,
     })
 }
 

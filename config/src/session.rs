@@ -7,6 +7,7 @@ use std::time::Duration;
 use tbbridge_transport::wire::{MAX_BATCH_BODY, MAX_RECORD_LEN, RECORD_HEADER_LEN};
 use tbbridge_transport::SessionConfig;
 
+use crate::keyfile::KeyFile;
 use crate::reader::{Field, Result};
 
 /// Overrides of [`SessionConfig`]; `None` keeps the default.
@@ -32,7 +33,7 @@ pub struct SessionTunables {
     pub stream_window: Option<u64>,
     /// `message_window`: receive window of a message channel.
     pub message_window: Option<u64>,
-    /// `min_window`: smallest stream window when the budget runs low.
+    /// `min_window`: a new channel's window (it grows with use).
     pub min_window: Option<u64>,
     /// `dgram_send_queue`: datagram bytes queued per channel for sending.
     pub dgram_send_queue: Option<usize>,
@@ -44,6 +45,19 @@ pub struct SessionTunables {
     pub max_channels: Option<usize>,
     /// `starvation_limit`: records of a higher class per lower-class one.
     pub starvation_limit: Option<u32>,
+    /// `latency_in_flight`: bulk bytes in the cable while latency-class
+    /// records flow.
+    pub latency_in_flight: Option<u64>,
+    /// `latency_hold_ms`: how long latency mode lasts after the last
+    /// latency-class record.
+    pub latency_hold: Option<Duration>,
+    /// `busy_poll_us`: the pump spins on the device this long before it
+    /// sleeps (0: off, the default). Not a session tunable but the pump's
+    /// (`tbbridge_transport::pump::PumpOptions`).
+    pub busy_poll: Option<Duration>,
+    /// `psk_file`: the pre-shared key the peer must hold (read at `up` and
+    /// `check` with [`KeyFile::load`]).
+    pub psk_file: Option<KeyFile>,
 }
 
 impl SessionTunables {
@@ -70,6 +84,8 @@ impl SessionTunables {
         set(&mut cfg.recv_budget, self.recv_budget);
         set(&mut cfg.max_channels, self.max_channels);
         set(&mut cfg.starvation_limit, self.starvation_limit);
+        set(&mut cfg.latency_in_flight, self.latency_in_flight);
+        set(&mut cfg.latency_hold, self.latency_hold);
     }
 
     /// True when nothing is overridden.
@@ -79,6 +95,7 @@ impl SessionTunables {
 }
 
 const KEYS: &[&str] = &[
+    "psk_file",
     "keepalive_ms",
     "idle_timeout_ms",
     "handshake_retry_ms",
@@ -95,6 +112,9 @@ const KEYS: &[&str] = &[
     "recv_budget",
     "max_channels",
     "starvation_limit",
+    "latency_in_flight",
+    "latency_hold_ms",
+    "busy_poll_us",
 ];
 
 const KIB: u64 = 1024;
@@ -122,7 +142,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-fn size(f: &Field<'_>, lo: u64, hi: u64) -> Result<u64> {
+pub(crate) fn size(f: &Field<'_>, lo: u64, hi: u64) -> Result<u64> {
     let v = match f.str() {
         Ok(s) => parse_size(s).ok_or_else(|| {
             f.err(format!(
@@ -178,6 +198,12 @@ pub(crate) fn parse_session(f: &Field<'_>) -> Result<SessionTunables> {
         recv_budget: t.opt("recv_budget", |f| size(f, MIB, 64 * GIB))?,
         max_channels: t.opt("max_channels", |f| f.int_in(1..=1_000_000))?,
         starvation_limit: t.opt("starvation_limit", |f| f.int_in(1..=1_000_000))?,
+        latency_in_flight: t.opt("latency_in_flight", |f| size(f, 64 * KIB, 64 * MIB))?,
+        latency_hold: t.opt("latency_hold_ms", |f| millis(f, 0, 3_600_000))?,
+        busy_poll: t.opt("busy_poll_us", |f| {
+            f.int_in::<u64>(0..=10_000).map(Duration::from_micros)
+        })?,
+        psk_file: t.opt("psk_file", KeyFile::parse)?,
     };
     // The idle timeout must leave room for keepalives, or an idle but
     // healthy link is declared dead.

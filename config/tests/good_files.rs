@@ -26,6 +26,7 @@ fn readme_example() -> String {
 #[test]
 fn readme_example_parses_with_every_value() {
     let cfg = ok(&readme_example());
+    assert_eq!(cfg.metrics.map(|m| m.listen), Some(DEFAULT_METRICS_LISTEN));
     let DeviceConfig::Configfs(c) = &cfg.device else {
         panic!("configfs expected: {:?}", cfg.device);
     };
@@ -77,32 +78,56 @@ fn readme_example_parses_with_every_value() {
     assert_eq!(cfg.session.max_batch_body, Some(256 * 1024));
     assert_eq!(cfg.session.recv_budget, Some(1 << 30));
 
-    assert_eq!(
-        cfg.metrics.as_ref().map(|m| m.listen),
-        Some("127.0.0.1:9477".parse::<SocketAddr>().expect("addr"))
-    );
     assert_eq!(cfg.forwards.len(), 2);
-    assert_eq!(cfg.forwards[0].name, "ssh");
-    assert_eq!(cfg.forwards[0].proto, ForwardProto::Tcp);
-    assert_eq!(cfg.forwards[0].listen.to_string(), "127.0.0.1:2222");
+    let f = &cfg.forwards[0];
+    assert_eq!((f.name.as_str(), f.service.as_str()), ("ssh", "ssh"));
     assert_eq!(
-        cfg.forwards[0].connect,
-        Endpoint::Host {
+        f.listen,
+        Endpoint::Tcp(HostPort::Addr(
+            "127.0.0.1:2222".parse::<SocketAddr>().expect("addr")
+        ))
+    );
+    assert_eq!((f.class, f.max_connections), (Class::Normal, 1024));
+    assert_eq!(
+        cfg.forwards[1].listen,
+        Endpoint::Unix(UnixAddr::Path(PathBuf::from("/run/tbbridge/docker.sock")))
+    );
+    assert_eq!(
+        cfg.forwards[1].service, "docker",
+        "service defaults to the name"
+    );
+    assert_eq!(cfg.services.len(), 2);
+    let s0 = &cfg.services[0];
+    assert_eq!(
+        s0.connect,
+        Endpoint::Tcp(HostPort::Name {
             host: "localhost".into(),
             port: 22
-        }
+        })
     );
-    assert_eq!(cfg.forwards[1].proto, ForwardProto::Unix);
+    assert_eq!(s0.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(s0.idle_timeout, DEFAULT_UDP_IDLE);
     assert_eq!(
-        cfg.forwards[1].connect,
-        Endpoint::Unix(PathBuf::from("/run/docker.sock"))
+        cfg.services[1].connect,
+        Endpoint::Unix(UnixAddr::Path(PathBuf::from("/run/docker.sock")))
     );
-    assert_eq!(cfg.rpc.len(), 1);
-    assert_eq!(cfg.rpc[0].class, Class::Latency);
+    assert_eq!(cfg.pipes.len(), 1);
     assert_eq!(
-        cfg.migrate.as_ref().map(|m| m.listen.to_string()),
-        Some("198.18.0.1:7000".into())
+        cfg.pipes[0].sink,
+        PipeSink::File(PathBuf::from("/srv/backup.tar"))
     );
+    assert_eq!(cfg.rpcs.len(), 1);
+    let r = &cfg.rpcs[0];
+    assert_eq!((r.name.as_str(), r.class), ("kv", Class::Latency));
+    assert_eq!(
+        (r.max_message, r.max_calls, r.max_connections),
+        (
+            tbbridge_config::DEFAULT_RPC_MESSAGE as u32,
+            tbbridge_config::DEFAULT_RPC_CALLS,
+            tbbridge_config::DEFAULT_RPC_CONNECTIONS
+        )
+    );
+    assert_eq!(r.group, None);
     assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
 }
 
@@ -115,8 +140,7 @@ fn minimal_device_path() {
     );
     assert!(cfg.interface.is_none());
     assert!(cfg.session.is_empty());
-    assert!(cfg.metrics.is_none() && cfg.migrate.is_none());
-    assert!(cfg.forwards.is_empty() && cfg.rpc.is_empty());
+    assert!(cfg.forwards.is_empty() && cfg.services.is_empty() && cfg.pipes.is_empty());
 }
 
 #[test]
@@ -265,6 +289,32 @@ fn load_from_disk() {
     );
     assert_eq!(e.line(), None);
 
+    // A directory: said once, not "Is a directory: Is a directory".
+    let e = load(dir.path()).expect_err("directory");
+    let shown = format!("{:#}", anyhow_like(&e));
+    assert!(
+        shown.contains("not a regular file (a directory)"),
+        "{shown}"
+    );
+    assert_eq!(shown.matches("directory").count(), 1, "{shown}");
+
+    // A FIFO: refused at once (opening one blocks until a writer comes).
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().expect("utf8")).expect("path");
+    // SAFETY: a NUL-terminated path; the result is checked.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f2 = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&f2).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    // Generous: a hang is forever, an answer is microseconds.
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("load of a FIFO hangs");
+    let e = r.expect_err("fifo");
+    assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+
     // Not UTF-8: the position of the bad byte.
     std::fs::write(&path, b"[device]\npath = \"/dev/\xff\"\n").expect("write");
     let e = load(&path).expect_err("utf8");
@@ -289,4 +339,44 @@ fn path_for_honours_the_env_variable() {
     std::env::set_var(CONFIG_DIR_ENV, "/tmp/tbb-test");
     assert_eq!(path_for("lab"), PathBuf::from("/tmp/tbb-test/lab.toml"));
     std::env::remove_var(CONFIG_DIR_ENV);
+}
+
+#[test]
+fn metrics_listen_on_loopback_unless_told() {
+    let none = ok("[device]\npath = \"emu:x/a\"\n");
+    assert_eq!(none.metrics, None, "no [metrics]: nothing listens");
+    let dflt = ok("[device]\npath = \"emu:x/a\"\n[metrics]\n");
+    let m = dflt.metrics.expect("[metrics] present");
+    assert_eq!(
+        m.listen,
+        "127.0.0.1:9477".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(m.listen, DEFAULT_METRICS_LISTEN);
+    assert!(dflt.warnings().is_empty(), "{:?}", dflt.warnings());
+    let v6 = ok("[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = \"[::1]:9100\"\n");
+    assert_eq!(v6.metrics.map(|m| m.listen.port()), Some(9100));
+    assert!(v6.warnings().is_empty());
+    let all = ok("[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = \"0.0.0.0:9477\"\n");
+    assert_eq!(
+        all.metrics.map(|m| m.listen.ip()),
+        Some(IpAddr::from([0, 0, 0, 0]))
+    );
+    let w = all.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("metrics.listen") && w.contains("other hosts")),
+        "{w:?}"
+    );
+}
+
+/// The error and its sources, joined as anyhow's `{:#}` prints them.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -21,6 +21,18 @@
 //! * `rmdir` of a stream frees its HopIDs and removes the device node;
 //!   `rmdir` of a service with streams gives ENOTEMPTY.
 //!
+//! * The peer going away (it reboots: its XDomain service is
+//!   unregistered): [`FakeConfigfs::remove_service`] removes the service
+//!   directory with every stream in it, as the kernel does, device nodes
+//!   and HopIDs included; [`FakeConfigfs::restore_service`] brings the
+//!   (empty) directory back when the peer returns.
+//! * The driver's `open` ([`FakeConfigfs::open_device`]): ENOENT without a
+//!   node, EINVAL while a HopID is unset, ENOMEM when the rings of the
+//!   open streams would exceed the DMA memory set with
+//!   [`FakeConfigfs::set_ring_memory`] (two streams of 4096 frames failed
+//!   that way on real hardware, 1024 worked). It also counts opens, so a
+//!   test can tell a bridge that backs off from one that hammers.
+//!
 //! Other files (e.g. sysfs link attributes) can be added with
 //! [`FakeConfigfs::add_file`].
 
@@ -64,6 +76,10 @@ struct State {
     files: BTreeMap<PathBuf, String>,
     max_hopid: u16,
     device_delay: u32,
+    /// Ring frames the open streams may hold in all (`None`: no limit).
+    ring_memory: Option<u32>,
+    /// Calls of `open_device`, successful or not.
+    opens: u64,
 }
 
 /// The fake tree. All methods take `&self`; state sits behind a mutex.
@@ -147,6 +163,72 @@ impl FakeConfigfs {
     /// `polls` calls of `exists` on them; `u32::MAX`: never.
     pub fn set_device_delay(&self, polls: u32) {
         self.lock().device_delay = polls;
+    }
+
+    /// The peer went away: its service directory disappears with all its
+    /// streams (device nodes and HopIDs go with them). False if there was
+    /// none.
+    pub fn remove_service(&self, service: &str) -> bool {
+        let mut st = self.lock();
+        st.reserved.remove(service);
+        st.services.remove(service).is_some()
+    }
+
+    /// The peer is back: its (empty) service directory reappears. False
+    /// if it was there already.
+    pub fn restore_service(&self, service: &str) -> bool {
+        let mut st = self.lock();
+        if st.services.contains_key(service) {
+            return false;
+        }
+        st.services.insert(service.to_owned(), BTreeMap::new());
+        true
+    }
+
+    /// DMA memory for rings, in 4 KiB frames over all open streams: an
+    /// open that would exceed it fails with ENOMEM.
+    pub fn set_ring_memory(&self, frames: Option<u32>) {
+        self.lock().ring_memory = frames;
+    }
+
+    /// The driver's `open` of a device node: ENOENT when it does not
+    /// exist, EINVAL while its HopIDs are unset, ENOMEM when its ring does
+    /// not fit (see [`set_ring_memory`](Self::set_ring_memory)). Marks the
+    /// stream open on success (attribute writes then give EBUSY).
+    pub fn open_device(&self, path: &Path) -> io::Result<()> {
+        let Loc::Dev(n) = self.locate(path) else {
+            self.lock().opens += 1;
+            return Err(err(ENOENT));
+        };
+        let mut st = self.lock();
+        st.opens += 1;
+        let limit = st.ring_memory;
+        let in_use: u32 = st
+            .services
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|s| s.open && s.index != n)
+            .map(|s| s.ring_size)
+            .sum();
+        let s = st
+            .services
+            .values_mut()
+            .flat_map(|m| m.values_mut())
+            .find(|s| s.index == n && s.polls_left == 0)
+            .ok_or_else(|| err(ENOENT))?;
+        if s.in_hopid == 0 || s.out_hopid == 0 {
+            return Err(err(EINVAL));
+        }
+        if limit.is_some_and(|l| in_use + s.ring_size > l) {
+            return Err(err(ENOMEM));
+        }
+        s.open = true;
+        Ok(())
+    }
+
+    /// How many times [`open_device`](Self::open_device) was called.
+    pub fn opens(&self) -> u64 {
+        self.lock().opens
     }
 
     /// Adds a plain file (e.g. a sysfs attribute) outside the tree.

@@ -55,6 +55,8 @@ pub mod errno {
     pub const EISDIR: i32 = 21;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
+    /// Out of memory (the driver could not allocate a ring).
+    pub const ENOMEM: i32 = 12;
     /// No space left (no free HopID).
     pub const ENOSPC: i32 = 28;
     /// File name too long.
