@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use tbbridge_transport::device::emu::{
-    self, CableOptions, ControlCommand, DEFAULT_CABLE_ROOT, DEFAULT_RING_SIZE, MAX_RING_SIZE,
-    MIN_RING_SIZE,
+    self, CableFaults, CableOptions, ControlCommand, Probability, DEFAULT_CABLE_ROOT,
+    DEFAULT_RING_SIZE, MAX_RING_SIZE, MAX_STALE_BYTES, MIN_RING_SIZE,
 };
 
 /// Which cable a control command is for.
@@ -18,6 +18,48 @@ pub struct CableRef {
     /// Directory holding the cables.
     #[arg(long, default_value = DEFAULT_CABLE_ROOT)]
     pub root: PathBuf,
+}
+
+/// The seeded faults (all off unless given).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FaultArgs {
+    /// Reads on both ends return random small amounts even when more has
+    /// arrived (1 byte to 256 KiB, mostly at most 4 KiB); every byte still
+    /// arrives, in order.
+    #[arg(long)]
+    pub read_splits: bool,
+    /// Probability per 4 KiB frame of flipping 1-3 of its bits, e.g. 1e-4.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = parse_prob)]
+    pub corrupt_prob: Probability,
+    /// After a replug, each reader first gets this many bytes left over
+    /// from the old link (the last ones written in that direction).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_STALE_BYTES))
+    )]
+    pub stale_bytes: u32,
+    /// Seed of the random faults: the same seed and the same traffic give
+    /// the same faults.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl FaultArgs {
+    /// The setting these flags describe.
+    pub fn faults(&self) -> CableFaults {
+        CableFaults {
+            seed: self.seed,
+            read_splits: self.read_splits,
+            corrupt_prob: self.corrupt_prob,
+            stale_bytes: self.stale_bytes,
+        }
+    }
+}
+
+fn parse_prob(s: &str) -> Result<Probability, String> {
+    s.parse().map_err(|e: emu::FaultError| e.to_string())
 }
 
 /// The `cable` subcommands.
@@ -45,6 +87,8 @@ pub enum CableCmd {
             value_parser = clap::value_parser!(u32).range(i64::from(MIN_RING_SIZE)..=i64::from(MAX_RING_SIZE))
         )]
         ring_size: u32,
+        #[command(flatten)]
+        faults: FaultArgs,
         /// Directory holding the cables.
         #[arg(long, default_value = DEFAULT_CABLE_ROOT)]
         root: PathBuf,
@@ -56,6 +100,14 @@ pub enum CableCmd {
     Replug(CableRef),
     /// Flip 1-3 bits in the next 4 KiB frame crossing the cable.
     Corrupt(CableRef),
+    /// Replace the seeded faults of a running cable (flags not given are
+    /// off): `tbbridge cable faults lab --corrupt-prob 1e-4 --seed 7`.
+    Faults {
+        #[command(flatten)]
+        cable: CableRef,
+        #[command(flatten)]
+        faults: FaultArgs,
+    },
     /// Print the cable's state as one line of JSON.
     Status(CableRef),
 }
@@ -97,6 +149,7 @@ pub fn run(cmd: CableCmd) -> Result<()> {
             rate,
             latency_us,
             ring_size,
+            faults,
             root,
         } => {
             let opts = CableOptions {
@@ -107,15 +160,24 @@ pub fn run(cmd: CableCmd) -> Result<()> {
             if let Err(e) = opts.validate() {
                 bail!("bad cable options: {e}");
             }
+            let faults = faults.faults();
+            if let Err(e) = faults.validate(ring_size) {
+                bail!("bad cable faults: {e}");
+            }
             let dir = root.join(&name);
             eprintln!(
                 "tbbridge cable {name}: starting at {} (devices emu:{name}/a and emu:{name}/b; \
-                 ring {ring_size} frames, rate {}, latency {latency_us} us); Ctrl-C stops",
+                 ring {ring_size} frames, rate {}, latency {latency_us} us{}); Ctrl-C stops",
                 dir.display(),
                 rate.map_or_else(|| "uncapped".to_owned(), |r| format!("{r} B/s")),
+                if faults == CableFaults::default() {
+                    String::new()
+                } else {
+                    format!("; faults {}", faults.to_words())
+                },
             );
             tracing::info!(cable = %name, root = %root.display(), "emulated cable serving");
-            if let Err(e) = emu::serve(&root, &name, opts) {
+            if let Err(e) = emu::serve_with_faults(&root, &name, opts, faults) {
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                     " (use --root DIR for a writable directory)"
                 } else {
@@ -134,6 +196,9 @@ pub fn run(cmd: CableCmd) -> Result<()> {
         CableCmd::Unplug(c) => control(&c, ControlCommand::Unplug),
         CableCmd::Replug(c) => control(&c, ControlCommand::Replug),
         CableCmd::Corrupt(c) => control(&c, ControlCommand::Corrupt),
+        CableCmd::Faults { cable, faults } => {
+            control(&cable, ControlCommand::Faults(faults.faults()))
+        }
         CableCmd::Status(c) => control(&c, ControlCommand::Status),
     }
 }
@@ -153,5 +218,45 @@ mod tests {
         assert!(parse_rate("-5").is_err());
         assert!(parse_rate("G").is_err());
         assert!(parse_rate("1e9").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: CableCmd,
+    }
+
+    #[test]
+    fn fault_flags_parse() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "cable",
+            "run",
+            "lab",
+            "--read-splits",
+            "--corrupt-prob",
+            "1e-4",
+            "--seed",
+            "7",
+            "--stale-bytes",
+            "4096",
+        ])
+        .expect("parse");
+        let CableCmd::Run { faults, .. } = cli.cmd else {
+            panic!("not run: {cli:?}");
+        };
+        let f = faults.faults();
+        assert!(f.read_splits);
+        assert_eq!(f.corrupt_prob.get(), 1e-4);
+        assert_eq!((f.seed, f.stale_bytes), (7, 4096));
+        let cli =
+            Cli::try_parse_from(["cable", "faults", "lab", "--root", "/tmp/x"]).expect("parse");
+        let CableCmd::Faults { cable, faults } = cli.cmd else {
+            panic!("not faults: {cli:?}");
+        };
+        assert_eq!(cable.name, "lab");
+        assert_eq!(faults.faults(), CableFaults::default());
+        assert!(Cli::try_parse_from(["cable", "run", "lab", "--corrupt-prob", "2"]).is_err());
+        assert!(Cli::try_parse_from(["cable", "run", "lab", "--stale-bytes", "99999999"]).is_err());
     }
 }

@@ -53,9 +53,28 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Connect standard input and output to a pipe of a running bridge
+    /// (`tar c /data | tbbridge pipe tb0 backup`).
+    Pipe {
+        /// Instance name of the running bridge.
+        name: String,
+        /// The pipe: a `[[pipe]]` of the peer's config, or the peer's own
+        /// `tbbridge pipe NAME SERVICE`.
+        service: String,
+        /// Bytes expected (for the ETA; a regular file on stdin gives it).
+        #[arg(long, value_parser = tbbridge::units::parse_size)]
+        size: Option<u64>,
+    },
     /// Two namespaces, an emulated cable, a bridge and a NIC on each side:
     /// ping, a throughput test, then clean up.
     Demo(demo::DemoArgs),
+    /// Live-migrate a VM between two QEMUs over the bridges' `[migrate]`
+    /// sockets, driving both over QMP.
+    Migrate(tbbridge::migrate::cli::MigrateArgs),
+    /// Print a new pre-shared key (256 random bits, hex) for `[session]
+    /// psk_file`: `umask 077; tbbridge genkey > /etc/tbbridge/tb0.psk`,
+    /// then copy the file to the peer.
+    Genkey,
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,7 +86,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Up { .. } | Cmd::Cable(_) | Cmd::Demo(_)) {
+    if !matches!(
+        cli.cmd,
+        Cmd::Up { .. } | Cmd::Cable(_) | Cmd::Demo(_) | Cmd::Pipe { .. }
+    ) {
         // Short-lived commands die quietly when their output pipe closes
         // (`tbbridge status --json | grep -q ...`), as CLI tools do. The
         // daemons keep Rust's default (SIGPIPE ignored): a peer closing a
@@ -95,6 +117,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Status { name, json } => daemon::status(name.as_deref(), json),
         Cmd::Check { name, config } => Target::new(&name, config).and_then(|t| daemon::check(&t)),
         Cmd::Demo(d) => demo::run(d),
+        Cmd::Migrate(m) => tbbridge::migrate::cli::run(m),
+        Cmd::Genkey => daemon::genkey(),
+        Cmd::Pipe {
+            name,
+            service,
+            size,
+        } => tbbridge::pipe::client::run(&name, &service, size),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

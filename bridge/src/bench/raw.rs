@@ -11,7 +11,6 @@ use tbbridge_transport::device::emu::EmuCable;
 use tbbridge_transport::device::AsyncDevice;
 use tbbridge_transport::CableEnd;
 
-use super::latency::{budget, summarize};
 use super::report::{sample_intervals, RunResult};
 use super::BenchArgs;
 
@@ -82,52 +81,52 @@ pub async fn throughput(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<Ru
     ))
 }
 
-/// Ping-pong of each size straight over the cable: A writes, B reads it
-/// all and writes it back, A reads it all.
-pub async fn latency(cable: &EmuCable, args: &BenchArgs) -> anyhow::Result<RunResult> {
-    let (a, b) = open_ends(cable).await?;
-    let sizes = args.sizes.clone();
-    let echo = tokio::spawn(async move {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = b.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>(());
+/// The cable driven directly as an echo: A writes, B reads it all and
+/// writes it back, A reads it all (what a `dd`-style user gets).
+#[derive(Debug)]
+pub struct RawEcho {
+    a: AsyncDevice,
+    echo: tokio::task::JoinHandle<std::io::Result<()>>,
+    rbuf: Vec<u8>,
+}
+
+impl RawEcho {
+    pub async fn start(cable: &EmuCable) -> anyhow::Result<RawEcho> {
+        let (a, b) = open_ends(cable).await?;
+        let echo = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = b.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                b.write_all(&buf[..n]).await?;
             }
-            b.write_all(&buf[..n]).await?;
-        }
-    });
-    let mut rows = Vec::new();
-    let mut rbuf = vec![0u8; 1 << 20];
-    for &size in &sizes {
-        let msg = vec![0x3Cu8; size as usize];
-        let budget = budget(args);
-        let mut samples = Vec::new();
-        let start = Instant::now();
-        for i in 0.. {
-            if i >= 20_000 || (i >= 20 && start.elapsed() >= budget) {
-                break;
-            }
-            let t0 = Instant::now();
-            a.write_all(&msg).await?;
-            let mut got = 0;
-            while got < msg.len() {
-                let want = (msg.len() - got).min(rbuf.len());
-                let n = a.read(&mut rbuf[..want]).await?;
-                anyhow::ensure!(n > 0, "raw echo closed");
-                got += n;
-            }
-            if i >= 10 {
-                samples.push(t0.elapsed());
-            }
-        }
-        let row = summarize(size, &mut samples);
-        if !args.json {
-            row.print("raw");
-        }
-        rows.push(row);
+        });
+        Ok(RawEcho {
+            a,
+            echo,
+            rbuf: vec![0u8; 1 << 20],
+        })
     }
-    drop(a);
-    echo.abort();
-    Ok(RunResult::latency("raw cable (no tbbridge)".into(), rows))
+
+    /// One round trip of `msg`.
+    pub async fn round(&mut self, msg: &[u8]) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        self.a.write_all(msg).await?;
+        let mut got = 0;
+        while got < msg.len() {
+            let want = (msg.len() - got).min(self.rbuf.len());
+            let n = self.a.read(&mut self.rbuf[..want]).await?;
+            anyhow::ensure!(n > 0, "raw echo closed");
+            got += n;
+        }
+        Ok(t0.elapsed())
+    }
+}
+
+impl Drop for RawEcho {
+    fn drop(&mut self) {
+        self.echo.abort();
+    }
 }

@@ -62,15 +62,17 @@ pub struct LatencyRow {
     pub rounds: usize,
     pub min_us: f64,
     pub p50_us: f64,
+    pub p90_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
     pub mean_us: f64,
 }
 
 impl LatencyRow {
     pub fn print(&self, label: &str) {
         println!(
-            "[{label:>8}] {:>8} B  p50 {:>9.1} µs  p99 {:>9.1} µs  min {:>8.1} µs  ({} round trips)",
-            self.size, self.p50_us, self.p99_us, self.min_us, self.rounds
+            "[{label:>8}] {:>8} B  p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  p99.9 {:>8.1} µs  min {:>7.1}  ({} round trips)",
+            self.size, self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.min_us, self.rounds
         );
     }
 }
@@ -91,6 +93,16 @@ pub enum RunResult {
     Latency {
         name: String,
         rows: Vec<LatencyRow>,
+    },
+    /// `--churn`: short channels opened, used and closed.
+    Churn {
+        name: String,
+        workers: usize,
+        ops: u64,
+        secs: f64,
+        /// Time of one open + request/response + close.
+        row: LatencyRow,
+        cpu_secs: f64,
     },
 }
 
@@ -125,7 +137,7 @@ impl RunResult {
                 let gb = per_channel.iter().sum::<u64>() as f64 / 1e9;
                 (gb > 0.0).then(|| cpu_secs / gb)
             }
-            RunResult::Latency { .. } => None,
+            RunResult::Latency { .. } | RunResult::Churn { .. } => None,
         }
     }
 
@@ -138,7 +150,7 @@ impl RunResult {
             RunResult::Throughput {
                 secs, per_channel, ..
             } => Some(gbits(per_channel.iter().sum(), *secs)),
-            RunResult::Latency { .. } => None,
+            RunResult::Latency { .. } | RunResult::Churn { .. } => None,
         }
     }
 }
@@ -162,6 +174,8 @@ pub fn process_cpu_secs() -> f64 {
 pub struct Report {
     pub settings: Value,
     pub runs: Vec<RunResult>,
+    /// `--idle`: (channels, RSS before, RSS with them open), bytes.
+    pub idle: Option<(usize, u64, u64)>,
 }
 
 impl Report {
@@ -179,6 +193,7 @@ impl Report {
                 "device": args.device.as_ref().map(|d| d.to_string()),
             }),
             runs: Vec::new(),
+            idle: None,
         }
     }
 
@@ -188,6 +203,7 @@ impl Report {
 
     pub fn extend(&mut self, other: Report) {
         self.runs.extend(other.runs);
+        self.idle = self.idle.or(other.idle);
     }
 
     /// The first raw-cable throughput, the reference for ratios.
@@ -201,6 +217,14 @@ impl Report {
     pub fn print_summary(&self) {
         let base = self.baseline_gbits();
         println!();
+        if let Some((n, before, after)) = self.idle {
+            println!(
+                "{n} idle channels open beside the runs: resident memory {} before, {} with them \
+                 (both bridges, this process)",
+                bytes(before),
+                bytes(after)
+            );
+        }
         println!(
             "{:<44} {:>10} {:>8} {:>12}",
             "run", "Gbit/s", "vs raw", "CPU s/GB"
@@ -239,6 +263,24 @@ impl Report {
                         row.print("");
                     }
                 }
+                RunResult::Churn {
+                    name,
+                    ops,
+                    secs,
+                    row,
+                    cpu_secs,
+                    ..
+                } => {
+                    println!("{name}:");
+                    println!(
+                        "    {:.0} exchanges/s ({ops} in {secs:.2} s), each p50 {:.1} µs p99 {:.1} µs, \
+                         {:.1} µs CPU each",
+                        *ops as f64 / secs,
+                        row.p50_us,
+                        row.p99_us,
+                        cpu_secs * 1e6 / (*ops).max(1) as f64
+                    );
+                }
             }
         }
     }
@@ -275,16 +317,38 @@ impl Report {
                         })).collect::<Vec<_>>(),
                     })
                 }
+                RunResult::Churn {
+                    name,
+                    workers,
+                    ops,
+                    secs,
+                    row,
+                    cpu_secs,
+                } => json!({
+                    "kind": "churn",
+                    "name": name,
+                    "workers": workers,
+                    "exchanges": ops,
+                    "seconds": secs,
+                    "exchanges_per_s": *ops as f64 / secs,
+                    "p50_us": row.p50_us,
+                    "p99_us": row.p99_us,
+                    "cpu_seconds": cpu_secs,
+                }),
                 RunResult::Latency { name, rows } => json!({
                     "kind": "latency",
                     "name": name,
                     "sizes": rows.iter().map(|r| json!({
                         "size": r.size, "rounds": r.rounds, "min_us": r.min_us,
-                        "p50_us": r.p50_us, "p99_us": r.p99_us, "mean_us": r.mean_us,
+                        "p50_us": r.p50_us, "p90_us": r.p90_us, "p99_us": r.p99_us,
+                        "p999_us": r.p999_us, "mean_us": r.mean_us,
                     })).collect::<Vec<_>>(),
                 }),
             })
             .collect();
-        json!({ "settings": self.settings, "runs": runs })
+        let idle = self.idle.map(|(n, before, after)| {
+            json!({ "channels": n, "rss_before_bytes": before, "rss_with_bytes": after })
+        });
+        json!({ "settings": self.settings, "runs": runs, "idle": idle })
     }
 }

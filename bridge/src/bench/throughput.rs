@@ -165,3 +165,60 @@ pub async fn source(ch: Channel) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A bulk-class stream channel kept saturated in the background (for
+/// latency under load).
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    start: Instant,
+    sent0: u64,
+    cpu0: f64,
+}
+
+impl Load {
+    pub async fn start(bridge: &Bridge, args: &BenchArgs) -> anyhow::Result<Load> {
+        let ch = bridge
+            .open(
+                ChannelKind::Stream,
+                tbbridge_transport::Class::Bulk,
+                SVC_SINK,
+            )
+            .await
+            .context("opening the load channel")?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let payload = Bytes::from(vec![0xA5u8; args.len as usize]);
+        let (s, n) = (stop.clone(), sent.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                ch.send(payload.clone()).await?;
+                n.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            }
+            ch.finish()?;
+            Ok(())
+        });
+        // Let it reach full speed before anything is measured.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Load {
+            stop,
+            sent0: sent.load(Ordering::Relaxed),
+            sent,
+            task,
+            start: Instant::now(),
+            cpu0: super::report::process_cpu_secs(),
+        })
+    }
+
+    /// Stops the load; returns its Gbit/s and CPU s/GB while it ran.
+    pub async fn stop(self) -> anyhow::Result<(f64, f64)> {
+        let secs = self.start.elapsed().as_secs_f64();
+        let cpu = super::report::process_cpu_secs() - self.cpu0;
+        let gb = (self.sent.load(Ordering::Relaxed) - self.sent0) as f64 / 1e9;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.context("load task")??;
+        Ok((gb * 8.0 / secs.max(1e-9), cpu / gb.max(1e-9)))
+    }
+}

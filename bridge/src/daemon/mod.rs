@@ -10,6 +10,7 @@
 
 pub mod control;
 pub mod paths;
+pub mod provision;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,8 +25,9 @@ use tbbridge_transport::pump::Bridge;
 use tbbridge_transport::{DeviceSpec, SessionConfig};
 use tokio::sync::mpsc;
 
-use crate::tun::{self, TunOptions, TunStats};
+use crate::frontend::Supervisor;
 use paths::InstancePaths;
+use tokio_util::sync::CancellationToken;
 
 /// Where the config of an instance comes from.
 #[derive(Debug, Clone)]
@@ -51,9 +53,27 @@ impl Target {
     }
 }
 
+/// `tbbridge genkey`: a new pre-shared key on standard output.
+pub fn genkey() -> anyhow::Result<()> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no entropy source: {e}"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    println!("{hex}");
+    Ok(())
+}
+
+/// The pre-shared key of `[session] psk_file`, if configured.
+fn load_psk(cfg: &Config) -> anyhow::Result<Option<tbbridge_transport::session::auth::Psk>> {
+    match &cfg.session.psk_file {
+        Some(k) => Ok(Some(k.load()?)),
+        None => Ok(None),
+    }
+}
+
 /// `tbbridge check`: validates the config without touching the system.
 pub fn check(t: &Target) -> anyhow::Result<()> {
     let cfg = t.load()?;
+    let psk = load_psk(&cfg)?;
     println!("{}: ok", t.config.display());
     for w in cfg.warnings() {
         println!("  warning: {w}");
@@ -69,6 +89,33 @@ pub fn check(t: &Target) -> anyhow::Result<()> {
         );
     } else {
         println!("  interface: none");
+    }
+    for f in &cfg.forwards {
+        println!(
+            "  forward {}: {} -> peer service {}",
+            f.name, f.listen, f.service
+        );
+    }
+    for s in &cfg.services {
+        println!("  service {}: -> {}", s.name, s.connect);
+    }
+    for p in &cfg.pipes {
+        let to = match &p.sink {
+            tbbridge_config::PipeSink::File(f) => format!("file {}", f.display()),
+            tbbridge_config::PipeSink::Command(c) => format!("command `{c}`"),
+        };
+        println!("  pipe {}: -> {to}", p.name);
+    }
+    match &cfg.metrics {
+        Some(m) => println!("  metrics: http://{}/metrics", m.listen),
+        None => println!("  metrics: off"),
+    }
+    match (&cfg.session.psk_file, psk) {
+        (Some(k), Some(_)) => println!(
+            "  peer authentication: pre-shared key from {}",
+            k.path.display()
+        ),
+        _ => println!("  peer authentication: off (any host on the cable is a peer)"),
     }
     Ok(())
 }
@@ -219,13 +266,23 @@ pub fn status(name: Option<&str>, as_json: bool) -> anyhow::Result<()> {
 }
 
 fn print_status(d: &Value) {
-    let s = |k: &str| {
-        d.pointer(k)
-            .map(|v| v.to_string().trim_matches('"').to_owned())
-            .unwrap_or_default()
+    let s = |k: &str| match d.pointer(k) {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(v) => v.to_string().trim_matches('"').to_owned(),
     };
     println!("{}: pid {}, up {} s", s("/name"), s("/pid"), s("/uptime_s"));
     println!("  device:    {}", s("/device"));
+    if d.get("configfs").is_some() {
+        println!(
+            "  configfs:  stream {}: gone {} times, created again {} times, {} failed opens \
+             ({} ENOMEM)",
+            s("/configfs/stream"),
+            s("/configfs/vanished"),
+            s("/configfs/recreated"),
+            s("/configfs/open_failures"),
+            s("/configfs/enomem"),
+        );
+    }
     println!(
         "  link:      {} (links up {}, resumed {}), rtt {} µs, peer {}",
         if d.pointer("/link/connected").and_then(Value::as_bool) == Some(true) {
@@ -238,13 +295,59 @@ fn print_status(d: &Value) {
         s("/link/rtt_us"),
         s("/link/peer"),
     );
-    if let Some(i) = d.get("interface").filter(|v| !v.is_null()) {
-        println!("  interface: {}", i);
+    if d.pointer("/link/auth").and_then(Value::as_str) == Some("psk") {
+        let last = d
+            .pointer("/link/last_auth_failure")
+            .and_then(Value::as_str)
+            .map(|f| format!(", last: {f}"))
+            .unwrap_or_default();
+        println!(
+            "  auth:      pre-shared key ({} peers refused{last})",
+            s("/link/auth_failures")
+        );
+    }
+    if let Some(f) = d.pointer("/link/last_fault").and_then(Value::as_str) {
+        println!("  last fault: {f} ({} in all)", s("/link/faults"));
+    }
+    if let Some(fes) = d.get("front_ends").and_then(Value::as_array) {
+        println!("  front-ends:");
+        for fe in fes {
+            let g = |k: &str| {
+                fe.get(k)
+                    .map(|v| v.to_string().trim_matches('"').to_owned())
+            };
+            let mut line = format!(
+                "    {:<24} {}",
+                g("name").unwrap_or_default(),
+                g("state").unwrap_or_default()
+            );
+            if let Some(r) = fe
+                .get("restarts")
+                .and_then(Value::as_u64)
+                .filter(|r| *r > 0)
+            {
+                line.push_str(&format!(", restarted {r}x"));
+            }
+            if let Some(e) = fe.get("last_error").and_then(Value::as_str) {
+                line.push_str(&format!(", last error: {e}"));
+            }
+            println!("{line}");
+            if let Some(c) = fe.get("counters") {
+                println!("      {c}");
+                if let Some(q) = c.pointer("/stats/queue") {
+                    print_queue(q);
+                }
+            }
+        }
+    }
+    if let Some(p) = d
+        .get("pipe_clients")
+        .filter(|p| p.get("started").and_then(Value::as_u64) > Some(0))
+    {
+        println!("  pipe clients: {p}");
     }
     if let Some(chs) = d.get("channels").and_then(Value::as_array) {
-        for c in chs {
-            println!("  channel {}", c);
-        }
+        println!("  channels: {}", chs.len());
     }
 }
 
@@ -297,19 +400,30 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
     }
     let mut session_cfg = SessionConfig::default();
     cfg.session.apply(&mut session_cfg);
+    session_cfg.psk = load_psk(&cfg)?;
+    match &cfg.session.psk_file {
+        Some(k) => tracing::info!(
+            "peer authentication: pre-shared key from {}",
+            k.path.display()
+        ),
+        None => tracing::info!("peer authentication: off"),
+    }
 
-    // The device: a path, or a configfs stream we create (and remove).
+    // The device: a path, or a configfs stream we create (and remove),
+    // and create again whenever the peer's reboot takes it away.
     // Removed on every way out of here (errors included): a stream left
     // behind keeps its HopIDs.
-    let mut configfs_stream = StreamGuard(None);
+    let mut provisioned = StreamGuard(None);
     let spec = match &cfg.device {
         DeviceConfig::Path(spec) => spec.clone(),
         DeviceConfig::Configfs(c) => {
             let c2 = c.clone();
-            let created =
-                tokio::task::spawn_blocking(move || tbbridge_config::configfs::setup(&c2))
-                    .await?
-                    .with_context(|| format!("setting up configfs stream {c}"))?;
+            let p = tokio::task::spawn_blocking(move || {
+                provision::Provisioner::setup_real(&c2, OpenOptions::default())
+            })
+            .await?
+            .with_context(|| format!("setting up configfs stream {c}"))?;
+            let created = p.current().context("configfs stream vanished at setup")?;
             if created.link.is_known() {
                 tracing::info!("peer link: {}", created.link);
             }
@@ -321,28 +435,45 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
                 "configfs stream ready: {}",
                 created.dev_path.display()
             );
-            let spec = DeviceSpec::TbStream(created.dev_path.clone());
-            configfs_stream.0 = Some((c.clone(), created));
-            spec
+            provisioned.0 = Some(p);
+            DeviceSpec::TbStream(created.dev_path.clone())
         }
     };
-    let bridge = Bridge::on_device(spec.clone(), OpenOptions::default(), session_cfg);
+    // The exporter first: its histogram handles go to the pump, and a
+    // listen address that cannot be bound fails `up` with the reason.
+    let exporter = match &cfg.metrics {
+        Some(m) => Some(crate::metrics::Exporter::start(m.listen, &t.name)?),
+        None => None,
+    };
+    let observer = exporter.as_ref().map(|_| {
+        crate::metrics::PumpHistograms::new() as Arc<dyn tbbridge_transport::pump::PumpObserver>
+    });
+    let pump_opts = tbbridge_transport::pump::PumpOptions {
+        busy_poll: cfg.session.busy_poll.unwrap_or_default(),
+        observer,
+    };
+    let bridge = match &provisioned.0 {
+        Some(p) => Bridge::start_with(
+            p.opener(),
+            session_cfg,
+            tbbridge_transport::pump::random_session_id(),
+            pump_opts,
+        ),
+        None => {
+            Bridge::on_device_with(spec.clone(), OpenOptions::default(), session_cfg, pump_opts)
+        }
+    };
 
-    // The interface.
-    let tun_stats = Arc::new(TunStats::default());
-    let mut tun_task = None;
+    // The front-ends: the interface is created and listening sockets are
+    // bound here, so what cannot work fails `up` with the reason.
+    let front_ends = crate::frontend::from_config(&cfg, &t.name)?;
     if let Some(i) = &cfg.interface {
-        let opts = tun_options(i);
-        let dev = tun::TunDevice::create(&opts)
-            .with_context(|| format!("creating interface {}", i.name))?;
-        tun_task = Some(tokio::spawn(tun::run(
-            bridge.clone(),
-            dev,
-            tun_stats.clone(),
-        )));
         add_gateway_routes(i).await?;
         run_hooks("PostUp", &i.post_up, i.name.as_str()).await;
     }
+    let cancel = CancellationToken::new();
+    let mut supervisor = Supervisor::start(bridge.clone(), front_ends, cancel.clone());
+    let pipe_stats = Arc::new(crate::pipe::PipeClientStats::default());
 
     // Control socket and pid file, last: `up` returns when they answer.
     let _ = std::fs::remove_file(&p.socket);
@@ -359,14 +490,54 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
     tracing::info!(name = %t.name, device = %spec, "up");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut failure = None;
+    let mut refresh = tokio::time::interval(crate::metrics::REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let link_info = provisioned
+        .0
+        .as_ref()
+        .and_then(|p| p.current())
+        .map(|c| c.link);
     loop {
         tokio::select! {
+            _ = refresh.tick(), if exporter.is_some() => {
+                if let Some(x) = &exporter {
+                    x.refresh(&crate::metrics::Sources {
+                        bridge: &bridge,
+                        supervisor: &supervisor,
+                        pipe_clients: &pipe_stats,
+                        link: link_info.as_ref(),
+                    });
+                }
+            }
             req = rx.recv() => match req {
                 Some(control::Request::Status(reply)) => {
-                    let _ = reply.send(status_doc(t, &cfg, &spec, &bridge, &tun_stats, started));
+                    let mut doc = status_doc(t, &spec, &bridge, &supervisor, &pipe_stats, started);
+                    if let Some(p) = &provisioned.0 {
+                        doc["device"] = json!(p.dev_path().map_or_else(
+                            || format!("{spec} (gone: waiting for the peer)"),
+                            |d| d.display().to_string(),
+                        ));
+                        doc["configfs"] = p.status();
+                    }
+                    let _ = reply.send(doc);
+                }
+                Some(control::Request::Pipe { service, stream }) => {
+                    tokio::spawn(crate::pipe::serve_client(
+                        bridge.clone(),
+                        stream,
+                        service,
+                        pipe_stats.clone(),
+                    ));
                 }
                 Some(control::Request::Down) | None => break,
             },
+            r = supervisor.next() => {
+                if let Err(e) = r {
+                    failure = Some(e);
+                    break;
+                }
+            }
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -377,33 +548,18 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
     if let Some(i) = &cfg.interface {
         run_hooks("PreDown", &i.pre_down, i.name.as_str()).await;
     }
+    // Front-ends stop first (no new connections; what they queued still
+    // goes out), then the goodbye confirms delivery.
+    supervisor.shutdown().await;
     let clean = tokio::time::timeout(Duration::from_secs(5), bridge.close())
         .await
         .unwrap_or(false);
     tracing::info!(clean, "session closed");
-    if let Some(task) = tun_task {
-        task.abort();
-        let _ = task.await;
-    }
-    drop(configfs_stream);
+    drop(provisioned);
     let _ = std::fs::remove_file(&p.pid);
-    Ok(())
-}
-
-/// The TUN front-end's options from the `[interface]` section.
-fn tun_options(i: &tbbridge_config::InterfaceConfig) -> TunOptions {
-    TunOptions {
-        name: i.name.as_str().to_owned(),
-        addresses: i.addresses.iter().map(|p| (p.addr, p.len)).collect(),
-        mtu: u32::from(i.mtu),
-        routes: i
-            .routes
-            .iter()
-            .filter(|r| r.via.is_none())
-            .map(|r| (r.to.addr, r.to.len))
-            .collect(),
-        offload: i.offload,
-        queues: usize::from(i.queues),
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
@@ -430,20 +586,13 @@ async fn add_gateway_routes(i: &tbbridge_config::InterfaceConfig) -> anyhow::Res
     Ok(())
 }
 
-/// The configfs stream this daemon created, removed when dropped.
-struct StreamGuard(
-    Option<(
-        tbbridge_config::ConfigfsStream,
-        tbbridge_config::configfs::CreatedStream,
-    )>,
-);
+/// The configfs stream this daemon keeps, removed when dropped.
+struct StreamGuard(Option<Arc<provision::Provisioner>>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if let Some((c, created)) = self.0.take() {
-            if let Err(e) = tbbridge_config::configfs::teardown(&c, &created) {
-                tracing::warn!("removing configfs stream {c}: {e}");
-            }
+        if let Some(p) = self.0.take() {
+            p.teardown();
         }
     }
 }
@@ -470,16 +619,33 @@ async fn run_hooks(kind: &str, cmds: &[String], ifname: &str) {
     }
 }
 
+/// The fair queue's line of a TUN front-end (`docs/nic.md`).
+fn print_queue(q: &Value) {
+    let n = |k: &str| q.pointer(k).and_then(Value::as_u64).unwrap_or(0);
+    println!(
+        "      queue: {} B held (most {} B), drops: aqm {}, overflow {}; \
+         ecn marks {}, new flows {}",
+        n("/backlog_bytes"),
+        n("/backlog_max_bytes"),
+        n("/drops/aqm"),
+        n("/drops/overflow"),
+        n("/ecn_marks"),
+        n("/new_flows"),
+    );
+}
+
 fn status_doc(
     t: &Target,
-    cfg: &Config,
     spec: &DeviceSpec,
     bridge: &Bridge,
-    tun_stats: &TunStats,
+    supervisor: &Supervisor,
+    pipes: &crate::pipe::PipeClientStats,
     started: Instant,
 ) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
     let link = *bridge.status().borrow();
     let st = bridge.stats();
+    let pump = bridge.pump_stats();
     let channels: Vec<Value> = bridge
         .channel_stats()
         .into_iter()
@@ -489,6 +655,21 @@ fn status_doc(
                 "bytes_tx": s.bytes_tx, "bytes_rx": s.bytes_rx,
                 "frames_tx": s.records_tx, "frames_rx": s.records_rx,
                 "drops": s.drops, "bytes_retransmitted": s.bytes_retransmitted,
+            })
+        })
+        .collect();
+    let traffic: Vec<Value> = bridge
+        .traffic()
+        .into_iter()
+        .map(|(k, t)| {
+            json!({
+                "kind": crate::metrics::kind_name(k.kind),
+                "class": crate::metrics::class_name(k.class),
+                "service": k.service,
+                "bytes_tx": t.bytes_tx, "bytes_rx": t.bytes_rx,
+                "records_tx": t.records_tx, "records_rx": t.records_rx,
+                "drops": t.drops, "bytes_retransmitted": t.bytes_retransmitted,
+                "opened": t.opened, "active": t.active, "queued_bytes": t.queued_bytes,
             })
         })
         .collect();
@@ -504,18 +685,39 @@ fn status_doc(
             "resumes": link.resumes,
             "rtt_us": st.rtt.map(|d| d.as_micros() as u64),
             "peer": bridge.peer_id().map(|p| format!("{p:016x}")),
+            "faults": pump.link_faults,
+            "resets": crate::metrics::pump_faults(&pump),
+            "handshake_failures": pump.handshake_failures,
+            "auth": if bridge.authenticates() { "psk" } else { "off" },
+            "auth_failures": pump.auth_failures,
+            "last_auth_failure": bridge.last_auth_failure().map(|f| f.to_string()),
+            "peer_restarts": pump.peer_restarts,
+            "last_fault": pump.last_fault.as_ref().map(ToString::to_string),
+            "rtt_samples": st.rtt_samples,
         },
         "session": {
             "bytes_tx": st.bytes_tx, "bytes_rx": st.bytes_rx,
             "batches_tx": st.batches_tx, "batches_rx": st.batches_rx,
             "writes": st.transmits, "corrupt_batches": st.corrupt_batches,
             "dgram_drops": st.dgram_drops,
+            "refused_no_service": pump.refused_no_service,
+            "credit_stalls": st.credit_stalls,
+            "recv_held": st.recv_held,
         },
-        "interface": cfg.interface.as_ref().map(|i| json!({
-            "name": i.name.as_str(),
-            "mtu": i.mtu,
-            "stats": tun_stats.to_json(),
-        })),
+        "device_io": {
+            "reads": pump.reads, "read_bytes": pump.read_bytes,
+            "writes": pump.writes, "write_bytes": pump.write_bytes,
+            "short_writes": pump.short_writes,
+        },
+        "traffic": traffic,
+        "front_ends": supervisor.status(),
+        "pipe_clients": {
+            "started": pipes.started.load(Relaxed),
+            "completed": pipes.completed.load(Relaxed),
+            "failed": pipes.failed.load(Relaxed),
+            "bytes_sent": pipes.bytes_sent.load(Relaxed),
+            "bytes_received": pipes.bytes_received.load(Relaxed),
+        },
         "channels": channels,
     })
 }

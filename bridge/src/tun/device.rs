@@ -321,56 +321,74 @@ impl Queue {
     }
 
     /// Reads one packet into the spare capacity of `buf` (at most `max`
-    /// bytes; `buf` must have that much room) and extends `buf` by it.
-    pub async fn read_into(&self, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    /// bytes; `buf` must have that much room) and extends `buf` by it;
+    /// `Pending` (with the task registered for readiness) when no packet is
+    /// there.
+    pub fn poll_read_into(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
         debug_assert!(buf.capacity() - buf.len() >= max);
         loop {
-            let mut guard = self.fd.readable().await?;
-            let r = guard.try_io(|fd| {
-                let spare = buf.spare_capacity_mut();
-                let want = max.min(spare.len());
-                // SAFETY: the kernel writes at most `want` bytes into the
-                // spare capacity, which is valid for that many.
-                let n = unsafe {
-                    libc::read(fd.get_ref().as_raw_fd(), spare.as_mut_ptr().cast(), want)
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match r {
-                Ok(Ok(n)) => {
-                    // SAFETY: the read initialised these n bytes.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    return Ok(n);
-                }
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(g)) => g,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match guard.try_io(|fd| read_spare(fd.get_ref().as_raw_fd(), buf, max)) {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(e),
+                Ok(r) => return Poll::Ready(r),
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Writes one packet given as slices (one `writev`). A TUN descriptor
-    /// takes a write at once (its socket buffer is unlimited), so this
-    /// writes directly and only waits for readiness if it ever says EAGAIN.
-    pub async fn write(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// One read attempt whatever the runtime believes of the descriptor's
+    /// readiness (`None`: nothing there). Right after a write to the
+    /// interface the kernel has often answered within that write (an echo
+    /// reply, a TCP ACK): this takes the answer without a round through the
+    /// reactor, which has not seen it yet.
+    pub fn read_now(&self, buf: &mut BytesMut, max: usize) -> io::Result<Option<usize>> {
         loop {
-            match writev(self.raw_fd(), iov) {
+            match read_spare(self.raw_fd(), buf, max) {
+                Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return r,
-            }
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| writev(fd.get_ref().as_raw_fd(), iov)) {
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(r) => return r,
-                Err(_would_block) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
             }
         }
     }
+
+    /// Writes one packet given as slices (one `writev`) without waiting:
+    /// a TUN descriptor takes every write at once (its socket buffer is
+    /// unlimited), so `WouldBlock` here means the kernel refused it.
+    pub fn try_write(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match writev(self.raw_fd(), iov) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// One `read` into the spare capacity of `buf` (at most `max` bytes),
+/// which grows by what was read.
+fn read_spare(fd: RawFd, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = max.min(spare.len());
+    // SAFETY: the kernel writes at most `want` bytes into the spare
+    // capacity, which is valid for that many.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the read initialised these n bytes.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
 }
 
 fn writev(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {

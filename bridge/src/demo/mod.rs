@@ -2,11 +2,14 @@
 //!
 //! Two network namespaces, an emulated cable between them, a `tbbridge up`
 //! daemon in each with a TUN interface (198.18.0.1/30 and 198.18.0.2/30),
-//! a ping across, a short TCP throughput test, then everything is removed
-//! again, also on Ctrl-C.
+//! a ping across, a short TCP throughput test through the NIC, an HTTP
+//! download through a socket proxy (`[[forward]]` on A, `[[service]]` on
+//! B), a file through a byte pipe (`tbbridge pipe` to B's `[[pipe]]`),
+//! each checked byte for byte, then everything is removed again, also on
+//! Ctrl-C.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod traffic;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +25,9 @@ use crate::netns::{self, NetNs};
 const ADDR_A: &str = "198.18.0.1";
 const ADDR_B: &str = "198.18.0.2";
 
+use self::traffic::WEB_PORT;
+pub use self::traffic::{tcp_throughput, tcp_throughput_to};
+
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Seconds of the throughput test.
@@ -30,6 +36,9 @@ pub struct DemoArgs {
     /// Emulated cable rate cap in bytes/s (K/M/G), default none.
     #[arg(long)]
     pub rate: Option<String>,
+    /// Bytes of the HTTP download and of the piped file (K/M/G).
+    #[arg(long, default_value = "256M")]
+    pub size: String,
 }
 
 /// Everything the demo started; dropping it stops and removes all of it.
@@ -64,6 +73,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(why) = netns::unavailable() {
         bail!("the demo {why}");
     }
+    if Command::new("ping").arg("-V").output().is_err() {
+        bail!("the demo needs `ping` (apt-get install iputils-ping)");
+    }
+    let size = crate::units::parse_size(&args.size)
+        .map_err(|e| anyhow::anyhow!("--size {}: {e}", args.size))? as usize;
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(&stop);
     let tag = std::process::id();
@@ -91,19 +105,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .context("starting the cable")?,
     );
 
+    let received = dir.join("received.bin");
     for (end, addr) in [("a", ADDR_A), ("b", ADDR_B)] {
         let ns = NetNs::new(&format!("tbdemo-{tag}-{end}"))?;
         let name = format!("demo-{tag}-{end}");
         let cfg = dir.join(format!("{name}.toml"));
+        // A forwards its loopback's web port to B's web server; B keeps
+        // what A pipes to it.
+        let front_ends = if end == "a" {
+            format!("[[forward]]\nname = \"web\"\nlisten = \"tcp:127.0.0.1:{WEB_PORT}\"\n")
+        } else {
+            format!(
+                "[[service]]\nname = \"web\"\nconnect = \"tcp:127.0.0.1:{WEB_PORT}\"\n\n\
+                 [[pipe]]\nname = \"backup\"\nfile = \"{}\"\n",
+                received.display()
+            )
+        };
         std::fs::write(
             &cfg,
             format!(
-                "[device]\npath = \"emu:{cable}/{end}\"\n\n[interface]\nname = \"tb0\"\naddresses = [\"{addr}/30\"]\n"
+                "[device]\npath = \"emu:{cable}/{end}\"\n\n[interface]\nname = \"tb0\"\naddresses = [\"{addr}/30\"]\n\n{front_ends}"
             ),
         )?;
         println!(
-            "==> namespace {} : tbbridge up {name} (tb0 {addr}/30)",
-            ns.name()
+            "==> namespace {} : tbbridge up {name} (tb0 {addr}/30, {})",
+            ns.name(),
+            if end == "a" {
+                "[[forward]] web"
+            } else {
+                "[[service]] web, [[pipe]] backup"
+            }
         );
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = ns
@@ -149,27 +180,150 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         bytes as f64 / (1u64 << 30) as f64,
         bytes as f64 * 8.0 / secs / 1e9
     );
+    check_stop(&stop)?;
+    let mib = size as f64 / f64::from(1u32 << 20);
+    println!(
+        "==> ping {ADDR_B} from {} every 0.2 s while a forward and a pipe fill the cable",
+        a.name()
+    );
+    let pinger = a
+        .cmd("ping", &["-i", "0.2", "-W", "2", ADDR_B])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting ping")?;
+    let pinger = Pinger(Some(pinger));
+    println!(
+        "==> HTTP GET of {mib:.0} MiB from {}'s 127.0.0.1:{WEB_PORT} ([[forward]] web) \
+         to the web server on {}'s 127.0.0.1:{WEB_PORT} ([[service]] web)",
+        a.name(),
+        b.name()
+    );
+    let secs = traffic::http_through_forward(a, b, size)?;
+    println!(
+        "    {mib:.0} MiB in {secs:.2} s = {:.2} Gbit/s, SHA-256 matches",
+        size as f64 * 8.0 / secs / 1e9
+    );
+    check_stop(&stop)?;
+    println!(
+        "==> tbbridge pipe {} backup < {mib:.0} MiB file (B's [[pipe]] backup writes {})",
+        demo.instances[0],
+        received.display()
+    );
+    let secs = traffic::file_through_pipe(
+        &exe,
+        &demo.instances[0],
+        &dir.join("sent.bin"),
+        &received,
+        size,
+    )?;
+    println!(
+        "    {mib:.0} MiB in {secs:.2} s = {:.2} Gbit/s, SHA-256 matches",
+        size as f64 * 8.0 / secs / 1e9
+    );
+    for l in pinger
+        .finish()?
+        .lines()
+        .filter(|l| l.contains("packets") || l.contains("rtt"))
+    {
+        println!("    ping meanwhile: {l}");
+    }
     println!("==> status");
     for name in &demo.instances {
         let p = InstancePaths::new(name);
         if let Ok(v) = control::request(&p.socket, "status", Duration::from_secs(2)) {
-            println!(
-                "    {name}: connected={} rtt_us={} tx={} rx={}",
-                v.pointer("/link/connected")
-                    .unwrap_or(&serde_json::Value::Null),
-                v.pointer("/link/rtt_us")
-                    .unwrap_or(&serde_json::Value::Null),
-                v.pointer("/session/bytes_tx")
-                    .unwrap_or(&serde_json::Value::Null),
-                v.pointer("/session/bytes_rx")
-                    .unwrap_or(&serde_json::Value::Null),
-            );
+            print_status(name, &v);
         }
     }
     println!("==> cleaning up");
     drop(demo);
     println!("done");
     Ok(())
+}
+
+/// A background `ping`; interrupted (for its summary) or killed when
+/// dropped.
+struct Pinger(Option<Child>);
+
+impl Pinger {
+    /// Interrupts it and returns what it printed.
+    fn finish(mut self) -> anyhow::Result<String> {
+        let Some(c) = self.0.take() else {
+            return Ok(String::new());
+        };
+        // SAFETY: kill with a pid of our own child, which has not been
+        // waited for yet.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGINT);
+        }
+        let out = c.wait_with_output().context("waiting for ping")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The link's line and one line per front-end of a daemon's status.
+fn print_status(name: &str, v: &serde_json::Value) {
+    let n = |v: &serde_json::Value, k: &str| v.pointer(k).and_then(serde_json::Value::as_u64);
+    let show = |o: Option<u64>| o.map_or("-".to_owned(), |x| x.to_string());
+    println!(
+        "    {name}: link connected={} rtt_us={} bytes tx={} rx={}",
+        v.pointer("/link/connected")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true),
+        show(n(v, "/link/rtt_us")),
+        show(n(v, "/session/bytes_tx")),
+        show(n(v, "/session/bytes_rx")),
+    );
+    for fe in v
+        .get("front_ends")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let c = fe.get("counters").cloned().unwrap_or_default();
+        let what = if let Some(tx) = n(&c, "/stats/tx/packets") {
+            format!(
+                "packets tx={tx} rx={}, queue drops aqm={} overflow={}",
+                show(n(&c, "/stats/rx/packets")),
+                show(n(&c, "/stats/queue/drops/aqm")),
+                show(n(&c, "/stats/queue/drops/overflow")),
+            )
+        } else if let Some(acc) = n(&c, "/stats/accepted") {
+            format!(
+                "connections={acc} active={} bytes out={} in={}",
+                show(n(&c, "/stats/active")),
+                show(n(&c, "/stats/bytes_out")),
+                show(n(&c, "/stats/bytes_in")),
+            )
+        } else if let Some(done) = n(&c, "/completed") {
+            format!(
+                "completed={done} failed={} bytes={}",
+                show(n(&c, "/failed")),
+                show(n(&c, "/bytes")),
+            )
+        } else {
+            c.to_string()
+        };
+        println!(
+            "      {:<18} {:<8} restarts={} {what}",
+            fe.get("name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?"),
+            fe.get("state")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?"),
+            show(n(fe, "/restarts")),
+        );
+    }
 }
 
 fn check_stop(stop: &AtomicBool) -> anyhow::Result<()> {
@@ -213,74 +367,6 @@ fn wait_connected(demo: &Demo, stop: &AtomicBool) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// One TCP stream from namespace `a` to `b` (at the demo's address) for
-/// `dur`; the receiver checks every byte. Returns (bytes, seconds).
-pub fn tcp_throughput(a: &NetNs, b: &NetNs, dur: Duration) -> anyhow::Result<(u64, f64)> {
-    tcp_throughput_to(a, b, ADDR_B, dur)
-}
-
-/// One TCP stream from namespace `a` to `addr` in namespace `b` for `dur`;
-/// the receiver checks every byte against the sender's pattern.
-pub fn tcp_throughput_to(
-    a: &NetNs,
-    b: &NetNs,
-    addr: &str,
-    dur: Duration,
-) -> anyhow::Result<(u64, f64)> {
-    let addr: std::net::IpAddr = addr.parse().context("address")?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = b.spawn(move || {
-        let l = TcpListener::bind((addr, 5201)).with_context(|| format!("listening on {addr}"))?;
-        let _ = ready_tx.send(());
-        let (mut s, _) = l.accept()?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total: u64 = 0;
-        loop {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                return Ok(total);
-            }
-            for (i, b) in buf[..n].iter().enumerate() {
-                if *b != pattern_byte(total + i as u64) {
-                    bail!("byte {} differs", total + i as u64);
-                }
-            }
-            total += n as u64;
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .context("server did not start")?;
-    let client = a.spawn(move || {
-        let mut s =
-            TcpStream::connect((addr, 5201)).with_context(|| format!("connecting to {addr}"))?;
-        let chunk: Vec<u8> = (0..(1u64 << 20)).map(pattern_byte).collect();
-        let start = Instant::now();
-        let mut sent: u64 = 0;
-        while start.elapsed() < dur {
-            // The pattern repeats every 1 MiB, so aligned chunks line up.
-            s.write_all(&chunk)?;
-            sent += chunk.len() as u64;
-        }
-        s.shutdown(std::net::Shutdown::Write)?;
-        Ok((sent, start))
-    });
-    let (sent, start) = client
-        .join()
-        .map_err(|_| anyhow::anyhow!("client panicked"))??;
-    let got = server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server panicked"))??;
-    let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(got == sent, "sent {sent} bytes, received {got}");
-    Ok((got, secs))
-}
-
-fn pattern_byte(i: u64) -> u8 {
-    let i = i % (1 << 20);
-    (i.wrapping_mul(2_654_435_761) >> 7) as u8
 }
 
 fn install_sigint(stop: &Arc<AtomicBool>) {
