@@ -9,6 +9,9 @@
 #[path = "cable/support.rs"]
 mod support;
 
+#[path = "cable/faults.rs"]
+mod faults;
+
 use std::io::{self, IoSlice};
 use std::path::PathBuf;
 use std::sync::mpsc;

@@ -2,173 +2,15 @@
 //! `tbbridge up` in two network namespaces (real TUN devices), traffic,
 //! a cable pull, `tbbridge down`. Needs root; skips with a reason otherwise.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use tbbridge::netns::{self, NetNs};
-
-/// The `tbbridge` binary next to this test's directory (built by
-/// `scripts/test` before the tests run).
-fn bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let b = dir.join("tbbridge");
-    assert!(
-        b.exists(),
-        "{} missing: build it first (scripts/test does)",
-        b.display()
-    );
-    b
-}
+use tbbridge_tests::lab::{skip_unless_possible, wait, Lab};
 
 fn skip() -> bool {
-    if let Some(why) = netns::unavailable() {
-        eprintln!("SKIP: this end-to-end test {why}");
-        return true;
-    }
-    false
-}
-
-/// A cable, two namespaces, two daemons; all removed on drop.
-struct Lab {
-    tag: String,
-    cable: Child,
-    run_dir: tempfile::TempDir,
-    cfg_dir: tempfile::TempDir,
-    ns: Vec<NetNs>,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let tag = format!("{tag}{}", std::process::id());
-        let cable = Command::new(bin())
-            .args(["cable", "run", &tag])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cable run");
-        let lab = Lab {
-            cable,
-            run_dir: tempfile::tempdir().expect("tmp"),
-            cfg_dir: tempfile::tempdir().expect("tmp"),
-            ns: vec![
-                NetNs::new(&format!("{tag}-a")).expect("ns a"),
-                NetNs::new(&format!("{tag}-b")).expect("ns b"),
-            ],
-            tag,
-        };
-        let sock = PathBuf::from(format!("/run/tbbridge/cable/{}/a", lab.tag));
-        wait(Duration::from_secs(10), "cable sockets", || sock.exists());
-        lab
-    }
-
-    fn tb(&self, ns: Option<usize>, args: &[&str]) -> Command {
-        let mut c = match ns {
-            Some(i) => self.ns[i].cmd(&bin().to_string_lossy(), args),
-            None => {
-                let mut c = Command::new(bin());
-                c.args(args);
-                c
-            }
-        };
-        c.env("TBBRIDGE_RUN_DIR", self.run_dir.path());
-        c
-    }
-
-    fn name(&self, i: usize) -> String {
-        format!("{}-{}", self.tag, ["a", "b"][i])
-    }
-
-    /// `tbbridge up` (detached) in namespace `i`.
-    fn up(&self, i: usize, addr: &str) {
-        let name = self.name(i);
-        let cfg = self.cfg_dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[device]\npath = \"emu:{}/{}\"\n\n[interface]\nname = \"tb0\"\naddresses = [\"{addr}\"]\n",
-                self.tag,
-                ["a", "b"][i]
-            ),
-        )
-        .expect("config");
-        let out = self
-            .tb(Some(i), &["up", &name, "--config", &cfg.to_string_lossy()])
-            .output()
-            .expect("up");
-        assert!(
-            out.status.success(),
-            "up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn status(&self, i: usize) -> Value {
-        let out = self
-            .tb(None, &["status", &self.name(i), "--json"])
-            .output()
-            .expect("status");
-        assert!(
-            out.status.success(),
-            "status: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status json")
-    }
-
-    fn connected(&self, i: usize) -> bool {
-        self.status(i)
-            .pointer("/link/connected")
-            .and_then(Value::as_bool)
-            == Some(true)
-    }
-
-    fn cable(&self, cmd: &str) {
-        let out = self
-            .tb(None, &["cable", cmd, &self.tag])
-            .output()
-            .expect("cable ctl");
-        assert!(
-            out.status.success(),
-            "cable {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn ping(&self, from: usize, to: &str) -> bool {
-        self.ns[from]
-            .cmd("ping", &["-c", "2", "-i", "0.2", "-W", "2", to])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn carrier(&self, i: usize) -> String {
-        let out = self.ns[i]
-            .cmd("cat", &["/sys/class/net/tb0/carrier"])
-            .output()
-            .expect("cat");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for i in 0..2 {
-            let _ = self.tb(None, &["down", &self.name(i)]).output();
-        }
-        let _ = self.cable.kill();
-        let _ = self.cable.wait();
-    }
-}
-
-fn wait(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    skip_unless_possible()
 }
 
 #[test]
@@ -292,4 +134,58 @@ fn routed_traffic_from_a_third_namespace() {
     let (bytes, _) = tbbridge::demo::tcp_throughput_to(&c, a, "198.18.0.5", Duration::from_secs(2))
         .expect("routed TCP transfer");
     assert!(bytes > 1 << 20);
+}
+
+/// The README's main job as a new user runs it: `tbbridge demo` ends with
+/// 0, the ping, the TCP stream, the HTTP download through the forward and
+/// the piped file all check out, and a ping kept answering meanwhile.
+#[test]
+fn the_demo_runs_as_the_readme_says() {
+    if skip() {
+        return;
+    }
+    let out = Command::new(tbbridge_tests::lab::bin())
+        .args(["demo", "-t", "1", "--size", "32M"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tbbridge demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("checked byte for byte"), "TCP:\n{text}");
+    assert_eq!(
+        text.matches("SHA-256 matches").count(),
+        2,
+        "the forward and the pipe:\n{text}"
+    );
+    let meanwhile = text
+        .lines()
+        .find(|l| l.contains("ping meanwhile") && l.contains("received"))
+        .unwrap_or_else(|| panic!("no ping summary:\n{text}"));
+    // "N packets transmitted, M received": the one in flight when ping
+    // was interrupted may be missing.
+    let count = |after: &str| -> u64 {
+        let head = meanwhile.split(after).next().unwrap_or("");
+        head.split_whitespace()
+            .last()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no count before `{after}`: {meanwhile}"))
+    };
+    let (sent, got) = (count(" packets transmitted"), count(" received"));
+    assert!(
+        sent >= 1 && got + 1 >= sent,
+        "pings lost while the forward and the pipe ran: {meanwhile}"
+    );
+    for fe in ["interface tb0", "forward web", "service web"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(fe) && l.contains("running")),
+            "no running `{fe}` line:\n{text}"
+        );
+    }
+    assert!(text.trim_end().ends_with("done"), "{text}");
 }

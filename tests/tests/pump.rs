@@ -5,17 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tbbridge_tests::{pattern, RawPeer};
 use tbbridge_transport::device::emu::{CableOptions, EmuCable};
-use tbbridge_transport::pump::Bridge;
+use tbbridge_transport::pump::{Bridge, Gone, ListenError, OpenError, RecvError};
+use tbbridge_transport::wire::Record;
 use tbbridge_transport::{CableEnd, ChannelKind, Class, SessionConfig};
-
-fn pattern(seed: u8, n: usize) -> Bytes {
-    Bytes::from(
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
-            .collect::<Vec<u8>>(),
-    )
-}
 
 async fn pair(opts: CableOptions) -> (Arc<EmuCable>, Bridge, Bridge) {
     let cable = Arc::new(EmuCable::new(opts).expect("cable"));
@@ -30,10 +24,17 @@ async fn pair(opts: CableOptions) -> (Arc<EmuCable>, Bridge, Bridge) {
     (cable, a, b)
 }
 
-/// Sends `data` A→B on a fresh stream channel while `during` runs; returns
-/// what B received.
-async fn transfer(a: &Bridge, b: &Bridge, data: Bytes, chunk: usize) -> Vec<u8> {
-    let mut l = b.listen("xfer");
+/// Sends `data` A→B on a fresh stream channel; calls `at(received)` on the
+/// receiving side after every read (to pull the cable at byte counts);
+/// returns what B received.
+async fn transfer(
+    a: &Bridge,
+    b: &Bridge,
+    data: Bytes,
+    chunk: usize,
+    mut at: impl FnMut(usize),
+) -> Vec<u8> {
+    let mut l = b.listen("xfer").expect("listen");
     let ch = a
         .open(ChannelKind::Stream, Class::Bulk, "xfer")
         .await
@@ -54,6 +55,7 @@ async fn transfer(a: &Bridge, b: &Bridge, data: Bytes, chunk: usize) -> Vec<u8> 
     let mut got = Vec::new();
     while let Some(b) = rx.recv(1 << 20).await.expect("recv") {
         got.extend_from_slice(&b);
+        at(got.len());
     }
     send.await.expect("sender");
     got
@@ -65,7 +67,7 @@ async fn stream_bytes_arrive_in_order() {
     let data = pattern(1, 64 << 20);
     let got = tokio::time::timeout(
         Duration::from_secs(60),
-        transfer(&a, &b, data.clone(), 300_001),
+        transfer(&a, &b, data.clone(), 300_001, |_| {}),
     )
     .await
     .expect("transfer within 60 s");
@@ -74,31 +76,45 @@ async fn stream_bytes_arrive_in_order() {
     assert!(a.close().await, "goodbye confirmed delivery");
 }
 
+/// Three cable pulls at byte counts of the transfer (not on a timer a fast
+/// run could outrun): each one lands mid-transfer, and every byte arrives
+/// once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplug_mid_transfer_resumes_without_loss() {
     let (cable, a, b) = pair(CableOptions::default()).await;
     let data = pattern(2, 256 << 20);
+    let marks = [40usize << 20, 120 << 20, 200 << 20];
+    let mut next = 0;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let c2 = cable.clone();
+    let status = a.status();
     let puller = tokio::spawn(async move {
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+        while rx.recv().await.is_some() {
             c2.unplug().expect("unplug");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Replug once A saw the link go down.
+            let mut st = status.clone();
+            st.wait_for(|s| !s.connected).await.expect("status");
             c2.replug().expect("replug");
         }
     });
     let got = tokio::time::timeout(
         Duration::from_secs(120),
-        transfer(&a, &b, data.clone(), 1 << 20),
+        transfer(&a, &b, data.clone(), 1 << 20, |n| {
+            if next < marks.len() && n >= marks[next] {
+                next += 1;
+                let _ = tx.send(());
+            }
+        }),
     )
     .await
     .expect("transfer within 120 s");
+    drop(tx);
     puller.await.expect("puller");
     assert_eq!(got.len(), data.len());
     assert!(got == data[..], "bytes differ after resume");
     let st = a.stats();
-    assert!(st.links_up >= 2, "the link never went down: {st:?}");
-    assert!(st.resumes >= 1, "no resume: {st:?}");
+    assert!(st.links_up >= 4, "three pulls, three new links: {st:?}");
+    assert!(st.resumes >= 3, "every link after a pull resumed: {st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +126,7 @@ async fn corrupted_frame_is_caught_and_resumed() {
     cable.corrupt().expect("corrupt");
     let got = tokio::time::timeout(
         Duration::from_secs(60),
-        transfer(&a, &b, data.clone(), 1 << 20),
+        transfer(&a, &b, data.clone(), 1 << 20, |_| {}),
     )
     .await
     .expect("transfer within 60 s");
@@ -122,7 +138,7 @@ async fn corrupted_frame_is_caught_and_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_and_datagrams_round_trip() {
     let (_cable, a, b) = pair(CableOptions::default()).await;
-    let mut l = b.listen("echo");
+    let mut l = b.listen("echo").expect("listen");
     tokio::spawn(async move {
         while let Some(ch) = l.accept().await {
             tokio::spawn(async move {
@@ -144,7 +160,7 @@ async fn messages_and_datagrams_round_trip() {
         let back = ch.recv_message().await.expect("recv").expect("not closed");
         assert!(back == m, "message of {n} bytes came back different");
     }
-    let mut dl = b.listen("dg");
+    let mut dl = b.listen("dg").expect("listen");
     let d = a
         .open(ChannelKind::Datagram, Class::Normal, "dg")
         .await
@@ -159,15 +175,16 @@ async fn messages_and_datagrams_round_trip() {
     }
     let refused = a.open(ChannelKind::Stream, Class::Normal, "nobody").await;
     assert_eq!(
-        refused.err().map(|e| e.kind()),
-        Some(std::io::ErrorKind::ConnectionRefused)
+        refused.err(),
+        Some(OpenError::NoService("nobody".into())),
+        "a typed refusal the caller can match on"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_goodbye_then_return_reconnects_by_itself() {
     let (cable, a, b) = pair(CableOptions::default()).await;
-    let mut l = b.listen("svc");
+    let mut l = b.listen("svc").expect("listen");
     // A goes down cleanly (its `tbbridge down`), then a new A comes up.
     assert!(a.close().await, "goodbye confirmed");
     drop(a);
@@ -190,23 +207,26 @@ async fn peer_goodbye_then_return_reconnects_by_itself() {
     assert!(b.status().borrow().connected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Two tasks blocked on one handle are both woken. On a current-thread
+/// runtime a yield lets both readers run up to their wait before anything
+/// is sent (no sleep that a slow run could make too short).
+#[tokio::test(flavor = "current_thread")]
 async fn two_tasks_waiting_on_one_channel_are_both_served() {
     let (_cable, a, b) = pair(CableOptions::default()).await;
-    let mut l = b.listen("dg");
+    let mut l = b.listen("dg").expect("listen");
     let tx = a
         .open(ChannelKind::Datagram, Class::Normal, "dg")
         .await
         .expect("open");
     let rx = Arc::new(l.accept().await.expect("accept"));
-    // Two readers block on the same handle before anything arrives.
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let rx = rx.clone();
             tokio::spawn(async move { rx.recv_datagram().await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::task::yield_now().await;
+    assert!(readers.iter().all(|r| !r.is_finished()), "both wait");
     for i in 0..2u8 {
         assert!(tx.send_datagram(Bytes::from(vec![i; 100])).expect("send"));
     }
@@ -218,4 +238,127 @@ async fn two_tasks_waiting_on_one_channel_are_both_served() {
             .expect("recv");
         assert!(got.is_some());
     }
+}
+
+/// Issue 6, defect 7: the handle layer keeps state only for live handles.
+/// Channels reset while nobody held them left an entry each, an open
+/// whose caller gave up left its pending answer, and a second `listen` on
+/// a name silently replaced the first (whose drop then removed the new
+/// one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_layer_keeps_nothing_for_dead_handles() {
+    let (_cable, a, b) = pair(CableOptions::default()).await;
+    let mut l = b.listen("svc").expect("listen");
+    assert_eq!(
+        b.listen("svc").err(),
+        Some(ListenError::InUse("svc".into())),
+        "a second listener is refused, not swapped in"
+    );
+    // 100 channels accepted and dropped by B's application, then reset by
+    // A: nobody holds B's ends.
+    let mut ours = Vec::new();
+    for _ in 0..100 {
+        ours.push(
+            a.open(ChannelKind::Stream, Class::Normal, "svc")
+                .await
+                .expect("open"),
+        );
+        drop(l.accept().await.expect("accept"));
+    }
+    for ch in &ours {
+        ch.reset().expect("reset");
+    }
+    drop(ours);
+    // 100 opens abandoned before their answer.
+    for _ in 0..100 {
+        let f = a.open(ChannelKind::Stream, Class::Normal, "svc");
+        let _ = tokio::time::timeout(Duration::from_micros(1), f).await;
+    }
+    // Let everything settle: a round trip on a channel of its own.
+    let mut pl = b.listen("probe").expect("listen");
+    let probe = a
+        .open(ChannelKind::Stream, Class::Normal, "probe")
+        .await
+        .expect("open");
+    let theirs = pl.accept().await.expect("accept");
+    probe.send(Bytes::from_static(b"x")).await.expect("send");
+    assert!(theirs.recv(10).await.expect("recv").is_some());
+    assert_eq!(a.pump_stats().handles, 1, "A: only the probe is held");
+    // Abandoned opens that reached B wait in its backlog; B drops them.
+    while l.try_accept().is_some() {}
+    assert_eq!(b.pump_stats().handles, 1, "B: only the probe's end is held");
+    drop(l);
+    assert_eq!(
+        b.pump_stats().listeners,
+        1,
+        "only the probe's listener is left"
+    );
+    let _again = b.listen("svc").expect("the name is free again");
+}
+
+/// Issue 6, defect 9: an answer queued while events are handed out (here
+/// the `OpenReject` for an unknown service) went out only at the next
+/// unrelated wake-up (a keepalive, up to 1 s later, once never). With
+/// keepalives an hour apart nothing else wakes the pump: the reject must
+/// come anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reject_goes_out_without_another_wake_up() {
+    let cable = Arc::new(EmuCable::new(CableOptions::default()).expect("cable"));
+    let cfg = SessionConfig {
+        keepalive_interval: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(7200),
+        ..SessionConfig::default()
+    };
+    let _a = Bridge::on_emu(&cable, CableEnd::A, cfg);
+    let mut peer = RawPeer::open(&cable, CableEnd::B, 0xFEED_0001)
+        .await
+        .expect("open end B");
+    peer.handshake().await.expect("handshake");
+    // Whatever the bridge sends right after the handshake (its first ping).
+    while peer
+        .next(Duration::from_millis(200))
+        .await
+        .expect("read")
+        .is_some()
+    {}
+    let open = Record::Open {
+        chan: 1,
+        kind: ChannelKind::Stream,
+        class: Class::Normal,
+        window: 1 << 20,
+        service: "nobody-listens".into(),
+    };
+    peer.send(&[open]).await.expect("send Open");
+    let answer = peer
+        .wait_for(Duration::from_secs(5), |r| {
+            matches!(r, Record::OpenReject { .. })
+        })
+        .await
+        .expect("read");
+    assert!(
+        matches!(answer, Some(Record::OpenReject { chan: 0, reason: 1 })),
+        "no prompt OpenReject(NoService): {answer:?}"
+    );
+}
+
+/// A handle whose channel the peer reset says so, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_by_the_peer_is_reported_as_such() {
+    let (_cable, a, b) = pair(CableOptions::default()).await;
+    let mut l = b.listen("svc").expect("listen");
+    let ch = a
+        .open(ChannelKind::Stream, Class::Normal, "svc")
+        .await
+        .expect("open");
+    let theirs = l.accept().await.expect("accept");
+    theirs.reset().expect("reset");
+    let r = ch.recv(10).await;
+    assert_eq!(
+        r,
+        Err(RecvError::Gone(Gone::Reset(
+            tbbridge_transport::session::ResetReason::Peer
+        )))
+    );
+    let io: std::io::Error = r.err().map(Into::into).expect("an error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
 }

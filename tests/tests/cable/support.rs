@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tbbridge_transport::device::emu::{
-    control, open_end, serve, CableOptions, ControlCommand, EmuCable,
+    control, open_end, serve_with_faults, CableFaults, CableOptions, ControlCommand, EmuCable,
 };
 use tbbridge_transport::device::{is_link_down, DeviceFd};
 use tbbridge_transport::CableEnd;
@@ -28,15 +28,19 @@ pub enum Rig {
 }
 
 impl Rig {
-    pub fn in_proc(opts: CableOptions) -> Rig {
-        Rig::InProc(EmuCable::new(opts).expect("start in-process cable"))
+    pub fn in_proc_with(opts: CableOptions, faults: CableFaults) -> Rig {
+        Rig::InProc(EmuCable::with_faults(opts, faults).expect("start in-process cable"))
     }
 
     pub fn served(opts: CableOptions) -> Rig {
+        Rig::served_with(opts, CableFaults::default())
+    }
+
+    pub fn served_with(opts: CableOptions, faults: CableFaults) -> Rig {
         let root = tempfile::tempdir().expect("tempdir");
         let name = "cab".to_owned();
         let (r, n) = (root.path().to_owned(), name.clone());
-        let thread = std::thread::spawn(move || serve(&r, &n, opts));
+        let thread = std::thread::spawn(move || serve_with_faults(&r, &n, opts, faults));
         let deadline = Instant::now() + STEP;
         while control(root.path(), &name, ControlCommand::Status).is_err() {
             assert!(Instant::now() < deadline, "cable server did not come up");
@@ -51,7 +55,15 @@ impl Rig {
     }
 
     pub fn both(opts: CableOptions) -> [Rig; 2] {
-        [Rig::in_proc(opts.clone()), Rig::served(opts)]
+        Rig::both_with(opts, CableFaults::default())
+    }
+
+    /// Both flavours with `faults` in force from the start.
+    pub fn both_with(opts: CableOptions, faults: CableFaults) -> [Rig; 2] {
+        [
+            Rig::in_proc_with(opts.clone(), faults),
+            Rig::served_with(opts, faults),
+        ]
     }
 
     pub fn label(&self) -> &'static str {
@@ -83,6 +95,7 @@ impl Rig {
                     ControlCommand::Unplug => c.unplug(),
                     ControlCommand::Replug => c.replug(),
                     ControlCommand::Corrupt => c.corrupt(),
+                    ControlCommand::Faults(f) => c.set_faults(f),
                     ControlCommand::Status | ControlCommand::Shutdown => Ok(()),
                 }
                 .expect("in-process command");
