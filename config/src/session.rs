@@ -21,6 +21,10 @@ pub struct SessionTunables {
     pub handshake_retry: Option<Duration>,
     /// `goodbye_timeout_ms`: wait for the goodbye exchange on close.
     pub goodbye_timeout: Option<Duration>,
+    /// `resync_timeout_ms`: how long an in-band resync after corruption
+    /// may take before the device is reopened (0: reopen on every
+    /// corruption).
+    pub resync_timeout: Option<Duration>,
     /// `max_batch_body`: largest batch (the CRC unit).
     pub max_batch_body: Option<usize>,
     /// `max_transmit`: most bytes per device write.
@@ -72,6 +76,7 @@ impl SessionTunables {
         set(&mut cfg.idle_timeout, self.idle_timeout);
         set(&mut cfg.handshake_retry, self.handshake_retry);
         set(&mut cfg.goodbye_timeout, self.goodbye_timeout);
+        set(&mut cfg.resync_timeout, self.resync_timeout);
         set(&mut cfg.max_batch_body, self.max_batch_body);
         set(&mut cfg.max_transmit, self.max_transmit);
         set(&mut cfg.max_chunk, self.max_chunk);
@@ -100,6 +105,7 @@ const KEYS: &[&str] = &[
     "idle_timeout_ms",
     "handshake_retry_ms",
     "goodbye_timeout_ms",
+    "resync_timeout_ms",
     "max_batch_body",
     "max_transmit",
     "max_chunk",
@@ -184,6 +190,7 @@ pub(crate) fn parse_session(f: &Field<'_>) -> Result<SessionTunables> {
         idle_timeout: t.opt("idle_timeout_ms", |f| millis(f, 50, 3_600_000))?,
         handshake_retry: t.opt("handshake_retry_ms", |f| millis(f, 10, 10_000))?,
         goodbye_timeout: t.opt("goodbye_timeout_ms", |f| millis(f, 0, 60_000))?,
+        resync_timeout: t.opt("resync_timeout_ms", |f| millis(f, 0, 60_000))?,
         max_batch_body: t.opt("max_batch_body", |f| {
             usize_size(f, 4 * KIB, MAX_BATCH_BODY as u64)
         })?,

@@ -209,6 +209,12 @@ impl Lab {
     /// `python3 -m http.server PORT` on host `i`'s loopback serving `dir`,
     /// once it listens.
     pub fn http_server(&self, i: usize, port: u16, dir: &std::path::Path) -> Proc {
+        self.http_server_on(i, "127.0.0.1", port, dir)
+    }
+
+    /// [`http_server`](Self::http_server) bound to `addr` (an address of
+    /// host `i`, e.g. its `tb0`'s).
+    pub fn http_server_on(&self, i: usize, addr: &str, port: u16, dir: &std::path::Path) -> Proc {
         let p = Proc(
             self.ns[i]
                 .cmd(
@@ -218,7 +224,7 @@ impl Lab {
                         "http.server",
                         &port.to_string(),
                         "--bind",
-                        "127.0.0.1",
+                        addr,
                         "--directory",
                         &dir.to_string_lossy(),
                     ],

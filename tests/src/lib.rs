@@ -14,6 +14,7 @@
 
 pub mod files;
 pub mod lab;
+pub mod load;
 pub mod prom;
 
 use std::io;

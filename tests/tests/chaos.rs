@@ -19,15 +19,14 @@
 //! `TBBRIDGE_CHAOS_CYCLES` overrides the cycle count (the run: 100,
 //! the default). Needs root, curl, python3, iperf3.
 
-use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tbbridge_tests::files::make_file;
 use tbbridge_tests::lab::{skip_unless_possible, wait, Lab, Proc};
+use tbbridge_tests::load::{download_loop, num, percentile, pipe_loop, Tally};
 
 const CYCLES: u64 = 100;
 const FILE: u64 = 64 << 20;
@@ -48,69 +47,6 @@ impl Rng {
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(lo + self.next() % (hi - lo + 1))
     }
-}
-
-fn num(v: &Value, path: &str) -> u64 {
-    v.pointer(path).and_then(Value::as_u64).unwrap_or(0)
-}
-
-#[derive(Default)]
-struct Tally {
-    pipes_ok: AtomicU64,
-    pipe_failures: Mutex<Vec<String>>,
-    downloads_ok: AtomicU64,
-    download_failures: Mutex<Vec<String>>,
-}
-
-fn pipe_loop(lab: &Lab, src: &Path, stop: &AtomicBool, t: &Tally) {
-    while !stop.load(Relaxed) {
-        let out = lab
-            .tb(None, &["pipe", &lab.name(0), "sink"])
-            .stdin(std::fs::File::open(src).expect("src"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("tbbridge pipe");
-        if out.status.success() {
-            t.pipes_ok.fetch_add(1, Relaxed);
-        } else {
-            let e = String::from_utf8_lossy(&out.stderr).to_string();
-            t.pipe_failures.lock().expect("lock").push(e);
-        }
-    }
-}
-
-fn download_loop(lab: &Lab, sum: &str, stop: &AtomicBool, t: &Tally) {
-    while !stop.load(Relaxed) {
-        let out = lab.ns[0]
-            .cmd(
-                "sh",
-                &[
-                    "-c",
-                    "curl -sSf --max-time 300 http://127.0.0.1:8100/src.bin | sha256sum",
-                ],
-            )
-            .output()
-            .expect("curl");
-        let got = String::from_utf8_lossy(&out.stdout);
-        let got = got.split_whitespace().next().unwrap_or("");
-        if out.status.success() && got == sum {
-            t.downloads_ok.fetch_add(1, Relaxed);
-        } else {
-            let e = format!(
-                "sha {got} (want {sum}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            t.download_failures.lock().expect("lock").push(e);
-        }
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 #[test]
@@ -175,7 +111,10 @@ fn random_cable_pulls_under_load_lose_nothing() {
     let before = lab.status(0);
     std::thread::scope(|s| {
         s.spawn(|| pipe_loop(&lab, &src, &stop, &tally));
-        s.spawn(|| download_loop(&lab, &sum, &stop, &tally));
+        s.spawn(|| {
+            let url = "http://127.0.0.1:8100/src.bin";
+            download_loop(&lab, 0, url, &sum, &stop, &tally);
+        });
         // Let every load get going first.
         wait(Duration::from_secs(60), "loads running", || {
             tally.pipes_ok.load(Relaxed) >= 1 && tally.downloads_ok.load(Relaxed) >= 1

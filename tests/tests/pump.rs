@@ -118,7 +118,7 @@ async fn unplug_mid_transfer_resumes_without_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_frame_is_caught_and_resumed() {
+async fn corrupted_frame_is_caught_and_recovered_in_band() {
     let (cable, a, b) = pair(CableOptions::default()).await;
     let data = pattern(3, 64 << 20);
     // Armed now, the cable flips bits in the next frame it carries: one of
@@ -133,6 +133,14 @@ async fn corrupted_frame_is_caught_and_resumed() {
     assert!(got == data[..], "corrupt bytes were delivered");
     let corrupt = a.stats().corrupt_batches + b.stats().corrupt_batches;
     assert_eq!(corrupt, 1, "the flipped frame was not detected");
+    // Recovered on the open device: no reopen, no link fault, both sides
+    // resynced once.
+    for (side, br) in [("a", &a), ("b", &b)] {
+        let (st, pump) = (br.stats(), br.pump_stats());
+        assert_eq!(st.links_up, 1, "{side}: the device was reopened: {pump:?}");
+        assert_eq!(pump.link_faults, 0, "{side}: {pump:?}");
+        assert_eq!(st.resyncs, 1, "{side}: {st:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

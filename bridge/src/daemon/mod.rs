@@ -306,6 +306,19 @@ fn print_status(d: &Value) {
             s("/link/auth_failures")
         );
     }
+    if d.pointer("/session/corrupt_batches")
+        .and_then(Value::as_u64)
+        > Some(0)
+    {
+        println!(
+            "  corruption: {} corrupt batches dropped, {} recovered in-band (last in {} µs), \
+             {} resyncs failed",
+            s("/session/corrupt_batches"),
+            s("/link/resyncs"),
+            s("/link/resync_last_us"),
+            s("/link/resync_failures"),
+        );
+    }
     if let Some(f) = d.pointer("/link/last_fault").and_then(Value::as_str) {
         println!("  last fault: {f} ({} in all)", s("/link/faults"));
     }
@@ -683,6 +696,9 @@ fn status_doc(
             "connected": link.connected,
             "links_up": link.links_up,
             "resumes": link.resumes,
+            "resyncs": st.resyncs,
+            "resync_failures": st.resync_failures,
+            "resync_last_us": st.resync_last.map(|d| d.as_micros() as u64),
             "rtt_us": st.rtt.map(|d| d.as_micros() as u64),
             "peer": bridge.peer_id().map(|p| format!("{p:016x}")),
             "faults": pump.link_faults,

@@ -70,6 +70,11 @@ pub const RTT_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
     1.0,
 ];
+/// In-band resyncs: 50 µs (two round trips on a real cable) to 1 s (past
+/// the default `resync_timeout`, 500 ms, it is a link reset).
+pub const RESYNC_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 /// RPC calls: 10 µs to 10 s.
 pub const CALL_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
@@ -130,7 +135,17 @@ pub static PEER_RESTARTS: Def = def(
     "Sessions that ended with the peer's goodbye (its down, a reboot); a fresh session followed.",
 );
 /// Corrupt batches.
-pub static CORRUPT_BATCHES: Def = def("tbbridge_corrupt_batches_total", Counter, Unit::Count, &[], "Batches whose checksum did not match (each is also a link reset with reason corrupt); never delivered.");
+pub static CORRUPT_BATCHES: Def = def("tbbridge_corrupt_batches_total", Counter, Unit::Count, &[], "Batches whose checksum did not match; never delivered. Recovered in-band (tbbridge_resyncs_total) or, when that fails, a link reset with reason resync_failed or corrupt.");
+/// In-band resyncs.
+pub static RESYNCS: Def = def("tbbridge_resyncs_total", Counter, Unit::Count, &["outcome"], "In-band resyncs after corruption: outcome=ok when the link came back on the open device (nothing lost, no reset), outcome=failed when it did not within resync_timeout (then a link reset).");
+/// In-band resync durations.
+pub static RESYNC_TIME: Def = def(
+    "tbbridge_resync_seconds",
+    Histogram(RESYNC_BUCKETS),
+    Unit::Seconds,
+    &[],
+    "How long each in-band resync took, from the corrupt batch to the link being up again on the same device.",
+);
 /// Session bytes.
 pub static SESSION_BYTES: Def = def(
     "tbbridge_session_bytes_total",
@@ -428,6 +443,8 @@ pub static ALL: &[&Def] = &[
     &AUTH_FAILURES,
     &PEER_RESTARTS,
     &CORRUPT_BATCHES,
+    &RESYNCS,
+    &RESYNC_TIME,
     &SESSION_BYTES,
     &SESSION_BATCHES,
     &SESSION_RECORDS,

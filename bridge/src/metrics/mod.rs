@@ -220,6 +220,7 @@ pub struct PumpHistograms {
     read: Histogram,
     write: Histogram,
     rtt: Histogram,
+    resync: Histogram,
 }
 
 impl PumpHistograms {
@@ -229,6 +230,7 @@ impl PumpHistograms {
             read: metrics::histogram!(defs::READ_SIZE.name),
             write: metrics::histogram!(defs::WRITE_SIZE.name),
             rtt: metrics::histogram!(defs::RTT.name),
+            resync: metrics::histogram!(defs::RESYNC_TIME.name),
         })
     }
 }
@@ -242,6 +244,9 @@ impl PumpObserver for PumpHistograms {
     }
     fn rtt(&self, rtt: Duration) {
         self.rtt.record(rtt.as_secs_f64());
+    }
+    fn resync(&self, took: Duration) {
+        self.resync.record(took.as_secs_f64());
     }
 }
 

@@ -46,7 +46,8 @@ impl LinkFault {
             LinkFault::Device(_) => false,
             LinkFault::Session(e) => match e {
                 crate::session::SessionError::Decode(d) => d.is_corruption(),
-                crate::session::SessionError::IdleTimeout(_) => true,
+                crate::session::SessionError::IdleTimeout(_)
+                | crate::session::SessionError::ResyncFailed(_) => true,
                 _ => false,
             },
         }

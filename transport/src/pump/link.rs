@@ -105,6 +105,7 @@ pub(crate) async fn run(shared: Arc<Shared>, opener: Opener) {
                     .add(&t);
                 }
                 st.rtt_seen = 0;
+                st.resyncs_seen = 0;
                 st.stats.peer_restarts += 1;
                 st.generation += 1;
                 st.handoff.clear();

@@ -84,6 +84,11 @@ pub trait PumpObserver: Send + Sync + std::fmt::Debug {
     fn device_write(&self, bytes: usize);
     /// A ping was answered after `rtt`.
     fn rtt(&self, rtt: Duration);
+    /// An in-band resync after corruption brought the link back after
+    /// `took` (see `session::resync`).
+    fn resync(&self, took: Duration) {
+        let _ = took;
+    }
 }
 
 /// State of the link, as front-ends and `status` see it.
@@ -224,6 +229,8 @@ pub(crate) struct State {
     carried_traffic: Vec<(crate::session::TrafficKey, crate::session::Traffic)>,
     /// The session's `rtt_samples` last told to the observer.
     pub rtt_seen: u64,
+    /// `SessionStats::resyncs` already reported to the observer.
+    pub resyncs_seen: u64,
     /// When a refused peer request was last logged (at most one a second).
     pub refusal_logged: Option<std::time::Instant>,
 }
@@ -307,6 +314,7 @@ impl Bridge {
                 carried: SessionStats::default(),
                 carried_traffic: Vec::new(),
                 rtt_seen: 0,
+                resyncs_seen: 0,
                 refusal_logged: None,
                 slots: HashMap::new(),
                 listeners: HashMap::new(),

@@ -170,7 +170,7 @@ impl Rx {
                 st.session.handle_batch(now, body)?;
             }
             if let Some(e) = &bad {
-                st.session.handle_bad_input(e)?;
+                st.session.handle_bad_input(now, e)?;
                 self.decoder.reset();
                 let skip = resync_point(&self.buf.cur);
                 st.session.skipped(skip);
@@ -183,6 +183,13 @@ impl Rx {
                     st.rtt_seen = stats.rtt_samples;
                     if let Some(rtt) = stats.rtt {
                         o.rtt(rtt);
+                    }
+                }
+                // A resync ends on input (the peer's Hello): one at most.
+                if stats.resyncs != st.resyncs_seen {
+                    st.resyncs_seen = stats.resyncs;
+                    if let Some(took) = stats.resync_last {
+                        o.resync(took);
                     }
                 }
             }

@@ -101,6 +101,12 @@ pub struct SessionConfig {
     /// A pre-shared key both hosts must hold (see `session::auth`);
     /// `None`: no authentication, anything on the cable is a peer.
     pub psk: Option<super::auth::Psk>,
+    /// Corruption on an up link is recovered in-band (see
+    /// `session::resync`): the bad batch is dropped, both sides exchange
+    /// Hellos on the open device and resume. A resync that has not brought
+    /// the link back within this time is a link fault (the device is
+    /// closed and reopened). Zero: every corruption is a link fault.
+    pub resync_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -129,6 +135,7 @@ impl Default for SessionConfig {
             latency_in_flight: 128 * 1024,
             latency_hold: Duration::from_secs(2),
             psk: None,
+            resync_timeout: Duration::from_millis(500),
         }
     }
 }

@@ -65,6 +65,14 @@ impl Session {
     /// prove nothing on this one).
     pub fn handle_link_up_with_nonce(&mut self, now: Instant, nonce: [u8; super::auth::NONCE_LEN]) {
         self.handle_link_down();
+        self.resync_since = None;
+        self.stats.links_up += 1;
+        self.begin_link(now, nonce);
+    }
+
+    /// A new link on the byte stream: a fresh device open, or an in-band
+    /// resync on the open one (see `resync`). The handshake starts over.
+    pub(super) fn begin_link(&mut self, now: Instant, nonce: [u8; super::auth::NONCE_LEN]) {
         self.link_nonce = nonce;
         self.peer_nonce = None;
         self.auth_failed_here = false;
@@ -81,7 +89,6 @@ impl Session {
         self.pending_connected = None;
         self.hello_due = Some(now);
         self.last_rx = now;
-        self.stats.links_up += 1;
         self.pacing.link_up();
     }
 
@@ -89,6 +96,13 @@ impl Session {
     /// stream. Channels stay; reliable ones resume on the next link if the
     /// peer is the same session.
     pub fn handle_link_down(&mut self) {
+        self.link_down(true);
+    }
+
+    /// [`handle_link_down`](Self::handle_link_down); `drop_dgrams`: queued
+    /// datagrams go too (not on an in-band resync, which takes
+    /// milliseconds: they are sent once the link is back).
+    pub(super) fn link_down(&mut self, drop_dgrams: bool) {
         self.link = LinkState::Down;
         self.decoder.reset();
         let _ = self.builder.finish();
@@ -113,6 +127,9 @@ impl Session {
                 c.link_down();
             }
             c.ack_owed = false;
+            if !drop_dgrams {
+                continue;
+            }
             // Datagrams are not worth delivering late.
             let dropped = c.dgrams.len() as u64;
             c.stats.drops += dropped;
@@ -140,7 +157,7 @@ impl Session {
                 Ok(Some(body)) => self.handle_batch(now, body)?,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    self.handle_bad_input(&e)?;
+                    self.handle_bad_input(now, &e)?;
                     self.decoder.reset();
                     let skip = crate::wire::resync_point(buf);
                     self.skipped(skip);
@@ -190,14 +207,23 @@ impl Session {
     /// link that is expected on real hardware (the peer may still write the
     /// tail of the previous link's stream, mid-batch, until it notices our
     /// reopen): `Ok`, and the caller skips to the next possible batch start
-    /// ([`resync_point`](crate::wire::resync_point)). After it, any
-    /// corruption is a link fault: `Err`.
-    pub fn handle_bad_input(&mut self, e: &crate::wire::DecodeError) -> Result<(), SessionError> {
+    /// ([`resync_point`](crate::wire::resync_point)). After it, corruption
+    /// (a checksum or the magic wrong) starts an in-band resync (see
+    /// `resync`): `Ok` too, and the caller skips the same way. Anything
+    /// else is a link fault: `Err`.
+    pub fn handle_bad_input(
+        &mut self,
+        now: Instant,
+        e: &crate::wire::DecodeError,
+    ) -> Result<(), SessionError> {
         if !self.seen_peer_hello {
             return Ok(());
         }
         if e.is_corruption() {
             self.stats.corrupt_batches += 1;
+            if self.start_resync(now) {
+                return Ok(());
+            }
         }
         Err(e.clone().into())
     }
@@ -245,6 +271,11 @@ impl Session {
                     theirs: version,
                 });
             }
+            if !seen_peer && self.peer_relinks(session_id, resume_of) {
+                // The peer found our bytes corrupt and starts over on this
+                // byte stream: so do we; this Hello is the new link's.
+                self.join_resync(now)?;
+            }
             if !self.hello_is_live(session_id, resume_of) {
                 return Ok(());
             }
@@ -260,7 +291,7 @@ impl Session {
                 self.hello_reply = true;
             }
             if self.seen_peer_hello {
-                self.maybe_up();
+                self.maybe_up(now);
                 return Ok(());
             }
             self.peer_max_batch = (max_batch as usize)
@@ -273,10 +304,16 @@ impl Session {
             self.peer_max_message = if grows { u64::from(max_message) } else { 0 };
             self.peer_open_credit = if grows { u64::from(open_credit) } else { 0 };
             self.on_peer_hello(now, session_id, resume_of);
-            self.maybe_up();
+            self.maybe_up(now);
             return Ok(());
         }
         if !self.seen_peer_hello {
+            if self.resync_since.is_some() {
+                // In-band resync: the rest of the old link's stream,
+                // sent before the peer saw our Hello.
+                self.stats.resync_bytes += rec.encoded_len() as u64;
+                return Ok(());
+            }
             return Err(violation("record before Hello"));
         }
         self.pacing.received(rec.encoded_len());
@@ -471,13 +508,18 @@ impl Session {
     /// everything after a Hello is read by a peer that is in step with
     /// this link's byte stream (and so faults, rather than skips, on
     /// corruption: see the resync in `handle_input`).
-    fn maybe_up(&mut self) {
+    fn maybe_up(&mut self, now: Instant) {
         if self.link == LinkState::Handshaking && self.seen_peer_hello && self.peer_saw_us {
             self.link = LinkState::Up;
             self.met_peer = true;
             self.hello_due = None;
+            let resync = self.end_resync(now);
             if let Some(resumed) = self.pending_connected.take() {
-                self.push_event(Event::Connected { resumed });
+                // An in-band resync that resumed is no news to the
+                // application: the link never went away for it.
+                if !(resync && resumed) {
+                    self.push_event(Event::Connected { resumed });
+                }
             }
         }
     }

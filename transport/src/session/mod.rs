@@ -68,6 +68,9 @@ mod pace;
 mod pace_tests;
 #[cfg(test)]
 mod regressions;
+mod resync;
+#[cfg(test)]
+mod resync_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 mod traffic;
@@ -227,6 +230,10 @@ pub enum SessionError {
     /// Nothing arrived for too long.
     #[error("peer silent for {0:?} (idle timeout)")]
     IdleTimeout(Duration),
+    /// An in-band resync after corruption did not bring the link back in
+    /// time (`resync_timeout`): reopen.
+    #[error("in-band resync after corruption did not complete in {0:?}")]
+    ResyncFailed(Duration),
 }
 
 impl SessionError {
@@ -238,6 +245,7 @@ impl SessionError {
             SessionError::Protocol(_) => "protocol_violation",
             SessionError::Incompatible { .. } => "incompatible",
             SessionError::IdleTimeout(_) => "idle_timeout",
+            SessionError::ResyncFailed(_) => "resync_failed",
         }
     }
 }
@@ -309,8 +317,17 @@ pub struct SessionStats {
     pub records_rx: u64,
     /// Transmits (device writes) produced.
     pub transmits: u64,
-    /// Link faults from corruption.
+    /// Batches whose checksum did not match (never delivered).
     pub corrupt_batches: u64,
+    /// In-band resyncs completed: corruption recovered on the open device
+    /// without a link fault (see `session::resync`).
+    pub resyncs: u64,
+    /// In-band resyncs that did not complete in `resync_timeout` (each
+    /// then a link fault).
+    pub resync_failures: u64,
+    /// How long the last in-band resync took, from the corrupt batch to
+    /// the link being up again.
+    pub resync_last: Option<Duration>,
     /// Links brought up.
     pub links_up: u64,
     /// Links that resumed the previous session.
@@ -479,6 +496,8 @@ pub struct Session {
     sent_seen: bool,
     /// `Event::Connected` to emit once the link is up (resumed or not).
     pending_connected: Option<bool>,
+    /// An in-band resync is under way since then (see `resync`).
+    resync_since: Option<Instant>,
     last_rx: Instant,
     ping_due: Instant,
     /// A keepalive ping should go out with the next transmit.
@@ -547,6 +566,7 @@ impl Session {
             peer_saw_us: false,
             sent_seen: false,
             pending_connected: None,
+            resync_since: None,
             last_rx: now,
             ping_due: now,
             ping_wanted: true,

@@ -65,7 +65,7 @@ impl Session {
         }
         self.hello_reply = false;
         if due {
-            self.hello_due = Some(now + self.cfg.handshake_retry);
+            self.hello_due = Some(now + self.hello_interval());
         }
         let seen = self.seen_peer_hello;
         self.sent_seen |= seen;
@@ -372,7 +372,10 @@ impl Session {
             .filter(|_| self.close != CloseState::Closed));
         match self.link {
             LinkState::Down => {}
-            LinkState::Handshaking => min(self.hello_due),
+            LinkState::Handshaking => {
+                min(self.hello_due);
+                min(self.resync_deadline());
+            }
             LinkState::Up => {
                 min(self.ack_due);
                 min(self.decay_due);
@@ -413,8 +416,9 @@ impl Session {
         // past would make the driver spin.
         if self.hello_due.is_some_and(|d| d <= now) {
             self.hello_reply = true;
-            self.hello_due = Some(now + self.cfg.handshake_retry);
+            self.hello_due = Some(now + self.hello_interval());
         }
+        self.check_resync(now)?;
         if self.link == LinkState::Up && self.ping_out.is_none() && self.ping_due <= now {
             self.ping_wanted = true;
             self.ping_due = now + self.cfg.keepalive_interval;

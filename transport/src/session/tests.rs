@@ -340,44 +340,6 @@ fn bulk_does_not_starve_within_class() {
 }
 
 #[test]
-fn corruption_is_a_link_fault_and_resume_loses_nothing() {
-    let mut p = connected_with(full_windows(), 6);
-    p.max_read = 50_000;
-    let (a, b) = open(&mut p, ChannelKind::Stream, Class::Normal, "s");
-    let data = pattern(7, 3 << 20);
-    assert_eq!(p.a.send(a, data.clone()).expect("send"), data.len());
-    p.a.finish(a).expect("finish");
-    p.transmit();
-    assert!(p.corrupt(Side::A, 200_000, 3));
-    let err = loop {
-        match p.deliver() {
-            Err(e) => break e,
-            Ok(true) => continue,
-            Ok(false) => panic!("corruption not detected"),
-        }
-    };
-    assert_eq!(err.0, Side::B);
-    assert!(matches!(err.1, SessionError::Decode(_)), "{err:?}");
-    assert_eq!(p.b.stats().corrupt_batches, 1);
-    // Reopen both ends: the same sessions resume and retransmit.
-    p.link_reset();
-    p.drive().expect("drive");
-    assert!(p.events_a.contains(&Event::Connected { resumed: true }));
-    let mut got = Vec::new();
-    for _ in 0..1000 {
-        if drain_stream(&mut p.b, b, &mut got) {
-            break;
-        }
-        p.drive().expect("drive");
-    }
-    assert!(
-        got == data[..],
-        "resumed stream differs ({} bytes)",
-        got.len()
-    );
-}
-
-#[test]
 fn resume_mid_transfer_both_directions() {
     let mut p = connected(7);
     let (a, b) = open(&mut p, ChannelKind::Stream, Class::Normal, "s");
@@ -752,10 +714,19 @@ fn stale_bytes_before_hello_are_skipped() {
     assert!(!p.b.is_connected());
     p.drive().expect("handshake completes");
     assert!(p.a.is_connected() && p.b.is_connected());
-    // Once the peer's Hello arrived, garbage is a link fault again.
+    // Once the link is up, garbage is never skipped as stale: it is
+    // corruption, counted, and starts an in-band resync (see `resync`)
+    // that brings the link back on the same byte stream.
     let now = p.now;
     let mut junk = BytesMut::from(&[0x55u8; 64][..]);
-    assert!(p.b.handle_input(now, &mut junk).is_err());
+    p.b.handle_input(now, &mut junk)
+        .expect("resync, not a fault");
+    assert_eq!(p.b.stats().corrupt_batches, 1);
+    assert!(!p.b.is_connected(), "B is resyncing");
+    p.drive().expect("resync completes");
+    assert!(p.a.is_connected() && p.b.is_connected());
+    assert_eq!((p.a.stats().resyncs, p.b.stats().resyncs), (1, 1));
+    assert_eq!(p.b.stats().links_up, 1);
 }
 
 #[test]

@@ -214,6 +214,18 @@ impl Pair {
         }
     }
 
+    /// Loses the bytes in flight from `from` (a cable that drops them);
+    /// returns how many.
+    pub fn drop_in_flight(&mut self, from: Side) -> usize {
+        let wire = match from {
+            Side::A => &mut self.a_to_b,
+            Side::B => &mut self.b_to_a,
+        };
+        let n = wire.len();
+        wire.clear();
+        n
+    }
+
     /// Bytes in flight from `from`.
     pub fn in_flight(&self, from: Side) -> usize {
         match from {

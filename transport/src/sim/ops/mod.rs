@@ -10,10 +10,11 @@
 //! * messages arrive whole, in order, none lost or repeated;
 //! * datagrams arrive unaltered, in order, never repeated (they may be
 //!   dropped);
-//! * the only link faults are those after an injected bit flip (at most 3
-//!   per link, which CRC32C always detects) and idle timeouts after the
-//!   clock jumped: any other fault (a protocol error, say) is a bug of the
-//!   sending session.
+//! * a bit flip (at most 3 per link, which CRC32C always detects) is
+//!   recovered in-band (`session::resync`) or, failing that, ends the link;
+//!   the only link faults are those after a flip and idle timeouts after
+//!   the clock jumped: any other fault (a protocol error, say) is a bug of
+//!   the sending session.
 //!
 //! After the operations, the application accepts and reads everything and
 //! the pair is driven (without corruption) until nothing moves. Then:
