@@ -105,6 +105,7 @@ fn peer_hello(resume: bool) -> Record {
         resume_of: if resume { LOCAL_ID } else { 0 },
         max_message: 0,
         open_credit: 0,
+        auth: None,
     }
 }
 
@@ -199,6 +200,7 @@ impl FuzzRecord {
                 resume_of: if *resume { LOCAL_ID } else { 0 },
                 max_message: 0,
                 open_credit: 0,
+                auth: None,
             },
             FuzzRecord::Ping(t) => Record::Ping { token: *t },
             FuzzRecord::Pong(t) => Record::Pong { token: *t },
