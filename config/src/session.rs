@@ -25,6 +25,9 @@ pub struct SessionTunables {
     /// may take before the device is reopened (0: reopen on every
     /// corruption).
     pub resync_timeout: Option<Duration>,
+    /// `resume_timeout_ms`: how long reliable channels wait for a lost
+    /// link to come back before they are reset (0: for ever).
+    pub resume_timeout: Option<Duration>,
     /// `max_batch_body`: largest batch (the CRC unit).
     pub max_batch_body: Option<usize>,
     /// `max_transmit`: most bytes per device write.
@@ -77,6 +80,7 @@ impl SessionTunables {
         set(&mut cfg.handshake_retry, self.handshake_retry);
         set(&mut cfg.goodbye_timeout, self.goodbye_timeout);
         set(&mut cfg.resync_timeout, self.resync_timeout);
+        set(&mut cfg.resume_timeout, self.resume_timeout);
         set(&mut cfg.max_batch_body, self.max_batch_body);
         set(&mut cfg.max_transmit, self.max_transmit);
         set(&mut cfg.max_chunk, self.max_chunk);
@@ -106,6 +110,7 @@ const KEYS: &[&str] = &[
     "handshake_retry_ms",
     "goodbye_timeout_ms",
     "resync_timeout_ms",
+    "resume_timeout_ms",
     "max_batch_body",
     "max_transmit",
     "max_chunk",
@@ -191,6 +196,7 @@ pub(crate) fn parse_session(f: &Field<'_>) -> Result<SessionTunables> {
         handshake_retry: t.opt("handshake_retry_ms", |f| millis(f, 10, 10_000))?,
         goodbye_timeout: t.opt("goodbye_timeout_ms", |f| millis(f, 0, 60_000))?,
         resync_timeout: t.opt("resync_timeout_ms", |f| millis(f, 0, 60_000))?,
+        resume_timeout: t.opt("resume_timeout_ms", |f| millis(f, 0, 86_400_000))?,
         max_batch_body: t.opt("max_batch_body", |f| {
             usize_size(f, 4 * KIB, MAX_BATCH_BODY as u64)
         })?,

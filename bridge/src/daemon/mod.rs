@@ -716,6 +716,7 @@ fn status_doc(
             "batches_tx": st.batches_tx, "batches_rx": st.batches_rx,
             "writes": st.transmits, "corrupt_batches": st.corrupt_batches,
             "dgram_drops": st.dgram_drops,
+            "expired_channels": st.expired_channels,
             "refused_no_service": pump.refused_no_service,
             "credit_stalls": st.credit_stalls,
             "recv_held": st.recv_held,

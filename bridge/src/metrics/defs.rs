@@ -109,7 +109,7 @@ pub static LINKS_UP: Def = def(
 /// Resumes.
 pub static RESUMES: Def = def("tbbridge_link_resumes_total", Counter, Unit::Count, &[], "Links that resumed the previous session: every stream and message channel continued without loss.");
 /// Link resets by reason.
-pub static LINK_RESETS: Def = def("tbbridge_link_resets_total", Counter, Unit::Count, &["reason"], "Links that ended in a fault and were reopened, by reason (unplugged, peer_closed, corrupt, malformed, protocol_violation, incompatible, idle_timeout, device_error).");
+pub static LINK_RESETS: Def = def("tbbridge_link_resets_total", Counter, Unit::Count, &["reason"], "Links that ended in a fault and were reopened, by reason (unplugged, peer_closed, corrupt, malformed, protocol_violation, incompatible, idle_timeout, resync_failed, device_error).");
 /// Handshake failures.
 pub static HANDSHAKE_FAILURES: Def = def(
     "tbbridge_handshake_failures_total",
@@ -136,8 +136,10 @@ pub static PEER_RESTARTS: Def = def(
 );
 /// Corrupt batches.
 pub static CORRUPT_BATCHES: Def = def("tbbridge_corrupt_batches_total", Counter, Unit::Count, &[], "Batches whose checksum did not match; never delivered. Recovered in-band (tbbridge_resyncs_total) or, when that fails, a link reset with reason resync_failed or corrupt.");
+/// Channels expired.
+pub static CHANNELS_EXPIRED: Def = def("tbbridge_channels_expired_total", Counter, Unit::Count, &[], "Stream and message channels reset because the link stayed down longer than resume_timeout (their applications were told).");
 /// In-band resyncs.
-pub static RESYNCS: Def = def("tbbridge_resyncs_total", Counter, Unit::Count, &["outcome"], "In-band resyncs after corruption: outcome=ok when the link came back on the open device (nothing lost, no reset), outcome=failed when it did not within resync_timeout (then a link reset).");
+pub static RESYNCS: Def = def("tbbridge_resyncs_total", Counter, Unit::Count, &["result"], "In-band resyncs after corruption: result=ok when the link came back on the open device (nothing lost, no reset), result=failed when it did not within resync_timeout (then a link reset).");
 /// In-band resync durations.
 pub static RESYNC_TIME: Def = def(
     "tbbridge_resync_seconds",
@@ -444,6 +446,7 @@ pub static ALL: &[&Def] = &[
     &PEER_RESTARTS,
     &CORRUPT_BATCHES,
     &RESYNCS,
+    &CHANNELS_EXPIRED,
     &RESYNC_TIME,
     &SESSION_BYTES,
     &SESSION_BATCHES,

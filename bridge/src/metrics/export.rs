@@ -69,8 +69,9 @@ pub(super) fn refresh(src: &Sources<'_>) {
     o.counter(&AUTH_FAILURES, &[], pump.auth_failures);
     o.counter(&PEER_RESTARTS, &[], pump.peer_restarts);
     o.counter(&CORRUPT_BATCHES, &[], st.corrupt_batches);
-    o.counter(&RESYNCS, &[("outcome", "ok")], st.resyncs);
-    o.counter(&RESYNCS, &[("outcome", "failed")], st.resync_failures);
+    o.counter(&RESYNCS, &[("result", "ok")], st.resyncs);
+    o.counter(&RESYNCS, &[("result", "failed")], st.resync_failures);
+    o.counter(&CHANNELS_EXPIRED, &[], st.expired_channels);
     for (dir, bytes, batches, records) in [
         ("tx", st.bytes_tx, st.batches_tx, st.records_tx),
         ("rx", st.bytes_rx, st.batches_rx, st.records_rx),

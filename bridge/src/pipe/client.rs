@@ -36,7 +36,12 @@ pub fn run(name: &str, service: &str, size: Option<u64>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(pipe(name, service, size))
+    let r = rt.block_on(pipe(name, service, size));
+    // A failed transfer may leave a read of standard input blocked on the
+    // runtime's blocking pool (a source that has not closed it): do not
+    // wait for it, the outcome is known.
+    rt.shutdown_background();
+    r
 }
 
 /// Size of standard input if it is a regular file.
@@ -190,14 +195,28 @@ async fn pipe(name: &str, service: &str, size: Option<u64>) -> anyhow::Result<()
             }
         }
     };
-    let (up_r, status) = tokio::join!(up, down);
+    // Both directions at once, until the daemon's verdict. A transfer that
+    // failed (the channel reset, the far end gone) ends here even while
+    // standard input still waits for data: no need to wait for it.
+    tokio::pin!(up, down);
+    let mut up_r = None;
+    let status = loop {
+        tokio::select! {
+            r = &mut up, if up_r.is_none() => up_r = Some(r),
+            s = &mut down => break s,
+        }
+    };
     if progress.borrow().on {
         eprintln!();
     }
     // The daemon's verdict first: when the far end failed, our write
     // failed too, but for that reason.
     finish(&status?)?;
-    up_r
+    match up_r {
+        Some(r) => r,
+        // A completed transfer had all our input: `up` is at its end.
+        None => up.await,
+    }
 }
 
 /// The daemon's last word: `Ok` when the transfer completed end to end.

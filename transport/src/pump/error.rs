@@ -133,6 +133,9 @@ impl fmt::Display for Gone {
                 f.write_str("the peer restarted: the channel is gone")
             }
             Gone::Reset(ResetReason::Local) => f.write_str("the channel was reset here"),
+            Gone::Reset(ResetReason::LinkLost) => f.write_str(
+                "the link was down longer than resume_timeout: the channel could not be resumed",
+            ),
             Gone::Closed => f.write_str("the channel is closed"),
             Gone::SessionEnded => f.write_str("the session of this channel ended"),
             Gone::Refused(why) => write!(f, "the peer refused the channel: {}", refusal(*why)),

@@ -34,9 +34,12 @@ enum LinkEnd {
 pub(crate) async fn run(shared: Arc<Shared>, opener: Opener) {
     let mut backoff = REOPEN_BACKOFF_MIN;
     loop {
-        let dev = match opener().await {
-            Ok(d) => d,
-            Err(e) => {
+        let dev = match open_running_timers(&shared, &opener).await {
+            Some(Ok(d)) => d,
+            // The session closed while the link was down (its goodbye
+            // timer ran out): nothing to open the device for.
+            None => break,
+            Some(Err(e)) => {
                 tracing::debug!("device open failed: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
@@ -153,6 +156,37 @@ pub(crate) async fn run(shared: Arc<Shared>, opener: Opener) {
             s.clean_close = false;
         }
     });
+}
+
+/// Opens the device (the open waits for the peer, possibly for long) and
+/// meanwhile runs the session's timers: reliable channels stop waiting for
+/// a link that stays away (`resume_timeout`, see `session::pause`), a
+/// goodbye runs out. `None`: the session closed meanwhile.
+async fn open_running_timers(
+    shared: &Arc<Shared>,
+    opener: &Opener,
+) -> Option<std::io::Result<crate::device::AsyncDevice>> {
+    let open = opener();
+    tokio::pin!(open);
+    loop {
+        let deadline = shared.lock().session.poll_timeout().map(Instant::from_std);
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            r = &mut open => return Some(r),
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)) => {
+                let mut st = shared.lock();
+                let now = Instant::now().into_std();
+                // Nothing is open: a timer cannot fault a link here.
+                let _ = st.session.handle_timeout(now);
+                let closed = st.session.is_closed();
+                events::dispatch(shared, &mut st);
+                events::unlock(st);
+                if closed {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 async fn run_link(shared: &Arc<Shared>, dev: &AsyncDevice) -> LinkEnd {

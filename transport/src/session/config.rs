@@ -107,6 +107,12 @@ pub struct SessionConfig {
     /// the link back within this time is a link fault (the device is
     /// closed and reopened). Zero: every corruption is a link fault.
     pub resync_timeout: Duration,
+    /// How long reliable channels wait for a link that went down (a pulled
+    /// cable, a rebooting peer) to come back and resume them; after that
+    /// they are reset (`ResetReason::LinkLost`) and their applications
+    /// told, and what they kept for retransmission is freed. Datagram
+    /// channels always just resume. Zero: wait for ever.
+    pub resume_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -136,6 +142,7 @@ impl Default for SessionConfig {
             latency_hold: Duration::from_secs(2),
             psk: None,
             resync_timeout: Duration::from_millis(500),
+            resume_timeout: Duration::from_secs(600),
         }
     }
 }

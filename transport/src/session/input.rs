@@ -103,6 +103,9 @@ impl Session {
     /// datagrams go too (not on an in-band resync, which takes
     /// milliseconds: they are sent once the link is back).
     pub(super) fn link_down(&mut self, drop_dgrams: bool) {
+        if self.link == LinkState::Up {
+            self.lost_at = Some(self.last_rx);
+        }
         self.link = LinkState::Down;
         self.decoder.reset();
         let _ = self.builder.finish();
@@ -514,6 +517,7 @@ impl Session {
             self.met_peer = true;
             self.hello_due = None;
             let resync = self.end_resync(now);
+            self.lost_at = None;
             if let Some(resumed) = self.pending_connected.take() {
                 // An in-band resync that resumed is no news to the
                 // application: the link never went away for it.

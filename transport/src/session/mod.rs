@@ -66,6 +66,9 @@ mod output;
 mod pace;
 #[cfg(test)]
 mod pace_tests;
+mod pause;
+#[cfg(test)]
+mod pause_tests;
 #[cfg(test)]
 mod regressions;
 mod resync;
@@ -166,6 +169,9 @@ pub enum ResetReason {
     PeerRestarted,
     /// The local side aborted it.
     Local,
+    /// The link was down longer than `resume_timeout`: the channel could
+    /// not wait for it any longer (see `session::pause`).
+    LinkLost,
 }
 
 /// What the application should learn; see [`Session::poll_event`].
@@ -325,6 +331,9 @@ pub struct SessionStats {
     /// In-band resyncs that did not complete in `resync_timeout` (each
     /// then a link fault).
     pub resync_failures: u64,
+    /// Reliable channels reset because the link stayed down longer than
+    /// `resume_timeout`.
+    pub expired_channels: u64,
     /// How long the last in-band resync took, from the corrupt batch to
     /// the link being up again.
     pub resync_last: Option<Duration>,
@@ -498,6 +507,9 @@ pub struct Session {
     pending_connected: Option<bool>,
     /// An in-band resync is under way since then (see `resync`).
     resync_since: Option<Instant>,
+    /// The link went away then (the last input of the link that was up)
+    /// and has not come back (see `pause`).
+    lost_at: Option<Instant>,
     last_rx: Instant,
     ping_due: Instant,
     /// A keepalive ping should go out with the next transmit.
@@ -567,6 +579,7 @@ impl Session {
             sent_seen: false,
             pending_connected: None,
             resync_since: None,
+            lost_at: None,
             last_rx: now,
             ping_due: now,
             ping_wanted: true,

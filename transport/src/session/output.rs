@@ -370,6 +370,7 @@ impl Session {
         min(self
             .close_deadline
             .filter(|_| self.close != CloseState::Closed));
+        min(self.resume_deadline());
         match self.link {
             LinkState::Down => {}
             LinkState::Handshaking => {
@@ -400,6 +401,7 @@ impl Session {
         {
             self.finish_close(false);
         }
+        self.check_pause(now);
         if self.decay_due.is_some_and(|d| d <= now) {
             self.decay_windows(now);
         }

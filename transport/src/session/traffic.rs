@@ -139,6 +139,7 @@ impl SessionStats {
             corrupt_batches: self.corrupt_batches + later.corrupt_batches,
             resyncs: self.resyncs + later.resyncs,
             resync_failures: self.resync_failures + later.resync_failures,
+            expired_channels: self.expired_channels + later.expired_channels,
             resync_last: later.resync_last.or(self.resync_last),
             links_up: self.links_up + later.links_up,
             resumes: self.resumes + later.resumes,
