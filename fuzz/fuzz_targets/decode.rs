@@ -380,6 +380,11 @@ impl Harness {
 
     /// Takes the session's output; the application answers events.
     fn drain(&mut self) {
+        if self.s.stats().resyncs > 0 {
+            // An in-band resync took a later Hello of ours as the new
+            // link's, and its limits may be any the wire allows.
+            self.out.set_max_body(MAX_BATCH_BODY);
+        }
         while let Some(t) = self.s.poll_transmit(self.now) {
             assert!(!t.is_empty());
             assert_eq!(t.segments().iter().map(Bytes::len).sum::<usize>(), t.len());

@@ -29,7 +29,7 @@ impl Session {
 
     /// The timer: past the deadline, reliable channels are reset.
     pub(super) fn check_pause(&mut self, now: Instant) {
-        if !self.resume_deadline().is_some_and(|d| d <= now) {
+        if self.resume_deadline().is_none_or(|d| d > now) {
             return;
         }
         let ids: Vec<ChannelId> = self
