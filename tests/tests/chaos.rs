@@ -2,6 +2,9 @@
 //! daemons over an emulated cable (capped at 400 MB/s, so that transfers
 //! last), carrying at once
 //!
+//! * one `tbbridge pipe` transfer of a 4 GiB file, running from the first
+//!   pull to its end (the pulls go on until it is through), SHA-256
+//!   checked at the far end,
 //! * `tbbridge pipe` transfers of a 64 MiB file into a `[[pipe]]` command
 //!   sink that writes each transfer's SHA-256 (repeated until the end),
 //! * `curl` downloads of the same file through a TCP `[[forward]]` from a
@@ -20,7 +23,7 @@
 //! the default). Needs root, curl, python3, iperf3.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -30,6 +33,9 @@ use tbbridge_tests::load::{download_loop, num, percentile, pipe_loop, Tally};
 
 const CYCLES: u64 = 100;
 const FILE: u64 = 64 << 20;
+/// One `tbbridge pipe` of this size runs from the first pull on; the pulls
+/// go on (beyond [`CYCLES`] if need be) until it is through.
+const BIG: u64 = 4 << 30;
 /// A replug after which traffic is not back within this long fails: the
 /// bridge did not reconnect by itself (the figure to quote is the
 /// distribution printed, against the issue's 1 s).
@@ -70,6 +76,9 @@ fn random_cable_pulls_under_load_lose_nothing() {
     let src = dir.path().join("src.bin");
     let sum = make_file(&src, FILE);
     let sums = dir.path().join("sums");
+    let big = dir.path().join("big.bin");
+    let big_sum = make_file(&big, BIG);
+    let big_got = dir.path().join("big.sum");
     let lab = Lab::with_cable("ch", &["--rate", "400M"]);
     lab.up_with(
         0,
@@ -81,8 +90,10 @@ fn random_cable_pulls_under_load_lose_nothing() {
         &format!(
             "[interface]\nname = \"tb0\"\naddresses = [\"198.18.0.2/30\"]\n\n\
              [[service]]\nname = \"web\"\nconnect = \"tcp:127.0.0.1:8101\"\n\n\
-             [[pipe]]\nname = \"sink\"\ncommand = \"sha256sum | cut -d' ' -f1 >> {}\"\n",
-            sums.display()
+             [[pipe]]\nname = \"sink\"\ncommand = \"sha256sum | cut -d' ' -f1 >> {}\"\n\n\
+             [[pipe]]\nname = \"bigsink\"\ncommand = \"sha256sum | cut -d' ' -f1 > {}\"\n",
+            sums.display(),
+            big_got.display()
         ),
     );
     lab.wait_connected();
@@ -109,7 +120,21 @@ fn random_cable_pulls_under_load_lose_nothing() {
     let mut recoveries = Vec::new();
     let mut rng = Rng(seed);
     let before = lab.status(0);
+    let pulls = AtomicU64::new(0);
+    let big_done = AtomicBool::new(false);
+    let mut big_result = None;
     std::thread::scope(|s| {
+        let big_thread = s.spawn(|| {
+            let out = lab
+                .tb(None, &["pipe", &lab.name(0), "bigsink"])
+                .stdin(std::fs::File::open(&big).expect("big"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("tbbridge pipe");
+            big_done.store(true, Relaxed);
+            (out, pulls.load(Relaxed))
+        });
         s.spawn(|| pipe_loop(&lab, &src, &stop, &tally));
         s.spawn(|| {
             let url = "http://127.0.0.1:8100/src.bin";
@@ -119,7 +144,10 @@ fn random_cable_pulls_under_load_lose_nothing() {
         wait(Duration::from_secs(60), "loads running", || {
             tally.pipes_ok.load(Relaxed) >= 1 && tally.downloads_ok.load(Relaxed) >= 1
         });
-        for i in 0..cycles {
+        let mut i = 0;
+        while i < cycles || (!big_done.load(Relaxed) && i < cycles * 5) {
+            i += 1;
+            pulls.store(i, Relaxed);
             std::thread::sleep(rng.ms(20, 400));
             lab.cable("unplug");
             std::thread::sleep(rng.ms(5, 150));
@@ -149,7 +177,10 @@ fn random_cable_pulls_under_load_lose_nothing() {
             recoveries.push(replugged.elapsed());
         }
         stop.store(true, Relaxed);
+        big_result = Some(big_thread.join().expect("big pipe"));
     });
+    let (big_out, big_pulls) = big_result.expect("big pipe result");
+    let cycles = pulls.load(Relaxed);
     let iperf_alive = iperf.0.try_wait().expect("iperf3").is_none();
     let after = lab.status(0);
     let mut sorted = recoveries.clone();
@@ -184,6 +215,27 @@ fn random_cable_pulls_under_load_lose_nothing() {
     assert!(
         lines.iter().all(|l| *l == sum),
         "a pipe's bytes differ: {lines:?}"
+    );
+    assert!(
+        big_out.status.success(),
+        "the {} GiB pipe failed: {}",
+        BIG >> 30,
+        String::from_utf8_lossy(&big_out.stderr)
+    );
+    let got = std::fs::read_to_string(&big_got).expect("big sum");
+    assert_eq!(
+        got.trim(),
+        big_sum,
+        "the {} GiB pipe's bytes differ",
+        BIG >> 30
+    );
+    println!(
+        "one {} GiB pipe transfer spanned {big_pulls} of the {cycles} pulls, SHA-256 correct",
+        BIG >> 30
+    );
+    assert!(
+        big_pulls >= 30,
+        "the big transfer spanned only {big_pulls} pulls"
     );
     assert!(iperf_alive, "iperf3 through tb0 died across the pulls");
     assert_eq!(

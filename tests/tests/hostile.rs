@@ -184,7 +184,7 @@ async fn a_hostile_peer_cannot_crash_spin_or_bloat_the_bridge() {
                 "opens of unknown services",
                 (0..400_000u32)
                     .map(|i| Record::Open {
-                        chan: (i + 1) << 1,
+                        chan: ((i + 1) << 1) | 1,
                         kind: ChannelKind::Stream,
                         class: Class::Bulk,
                         window: u32::MAX,
@@ -196,7 +196,7 @@ async fn a_hostile_peer_cannot_crash_spin_or_bloat_the_bridge() {
                 "resets for channels never opened",
                 (0..400_000u32)
                     .map(|i| Record::Reset {
-                        chan: (i + 1) << 1,
+                        chan: ((i + 1) << 1) | 1,
                         code: 0,
                     })
                     .collect(),
@@ -225,8 +225,54 @@ async fn a_hostile_peer_cannot_crash_spin_or_bloat_the_bridge() {
                 assert!(b.pump_stats().link_faults > before, "{what}: silent stall");
             }
             drop(p);
+            let (ps, st) = (b.pump_stats(), b.stats());
+            println!(
+                "{what}: link faults {} -> {}, refused no_service {} too_many {} no_memory {}",
+                before,
+                ps.link_faults,
+                ps.refused_no_service,
+                st.refused_too_many,
+                st.refused_no_memory
+            );
+            assert!(
+                ps.link_faults > before || matches!(pong, Ok(Some(_))),
+                "{what}"
+            );
             still_serving(&b, &cable, next_id(), what).await;
         }
+
+        // 3b. Opens of unknown services from a peer that reads the
+        //     answers: each refused as NoService (the service is looked up
+        //     before any window budget is taken), none as TooMany.
+        {
+            let mut p = RawPeer::open(&cable, CableEnd::A, next_id())
+                .await
+                .expect("open");
+            p.handshake().await.expect("handshake");
+            let n = 2000u32;
+            let opens: Vec<Record> = (0..n)
+                .map(|i| Record::Open {
+                    chan: ((i + 1) << 1) | 1,
+                    kind: ChannelKind::Stream,
+                    class: Class::Bulk,
+                    window: u32::MAX,
+                    service: format!("nope{i}"),
+                })
+                .collect();
+            p.send(&opens).await.expect("opens");
+            let mut no_service = 0;
+            while no_service < n {
+                match p.next(Duration::from_secs(10)).await.expect("read") {
+                    Some(Record::OpenReject { reason, .. }) => {
+                        assert_eq!(reason, 1, "refused for another reason than NoService");
+                        no_service += 1;
+                    }
+                    Some(_) => {}
+                    None => panic!("only {no_service} of {n} opens answered"),
+                }
+            }
+        }
+        still_serving(&b, &cable, next_id(), "unknown services").await;
 
         // 4. A record type this build does not know: a link fault, counted.
         {

@@ -46,12 +46,31 @@ fn kill_9_is_survived_and_a_silent_peer_does_not_wedge_down() {
 
     // kill -9 B: no goodbye. A notices (the cable end closes) and waits.
     signal(b_pid, "-KILL");
+    wait(Duration::from_secs(10), "B's process gone", || {
+        !alive(b_pid)
+    });
     wait(Duration::from_secs(10), "A sees the peer gone", || {
         !lab.connected(0)
     });
     assert!(alive(a_pid), "A died with its peer");
     // B comes back (a stale control socket and pid file are no obstacle).
-    lab.up_with(1, &cfg("198.18.0.2/30"));
+    // A killed process's other threads may still be exiting after its
+    // main thread is a zombie; until the last one is gone its pid file
+    // stays locked and `up` says, rightly, that it is still up.
+    let mut tries = 0;
+    loop {
+        let out = lab.try_up(1, &cfg("198.18.0.2/30"));
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        tries += 1;
+        assert!(
+            err.contains("already being brought up") && tries < 50,
+            "up after kill -9: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let back = Instant::now();
     lab.wait_connected();
     wait(Duration::from_secs(10), "ping after B's restart", || {
