@@ -106,9 +106,13 @@ impl Session {
     }
 
     fn push_control(&mut self, now: Instant) {
-        if let Some(token) = self.pong_due.take() {
-            self.emit(&Record::Pong { token });
-        }
+        // The pong goes after what was queued before it: the peer takes a
+        // pong as proof we read its last words about channels (see
+        // `gone`) and then forgets them, so a record of ours queued
+        // before we read them (a repeated `Open` from a resume) must reach
+        // it first, or it is taken for a new channel (found by
+        // `session_ops` after an in-band resync).
+        let pong = self.pong_due.take();
         while let Some(mut rec) = self.ctrl.pop_front() {
             if let Record::Open { chan, window, .. } = &mut rec {
                 // Queued (at a resume, say) for a channel that went since:
@@ -137,6 +141,9 @@ impl Session {
                 self.ping_wanted = true;
             }
             self.emit(&rec);
+        }
+        if let Some(token) = pong {
+            self.emit(&Record::Pong { token });
         }
         if self.ping_wanted && self.ping_out.is_none() {
             let token = self.next_token;
