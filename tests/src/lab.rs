@@ -238,6 +238,29 @@ impl Lab {
         p
     }
 
+    /// An endless `iperf3` TCP stream from host 0 to host 1's `tb0`
+    /// (198.18.0.2): the server (once it listens) and the client.
+    pub fn iperf_through_tb0(&self) -> (Proc, Proc) {
+        let server = Proc(
+            self.ns[1]
+                .cmd("iperf3", &["-s", "-B", "198.18.0.2"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 -s"),
+        );
+        self.wait_listening(1, 5201);
+        let client = Proc(
+            self.ns[0]
+                .cmd("iperf3", &["-c", "198.18.0.2", "-t", "86400"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 -c"),
+        );
+        (server, client)
+    }
+
     /// Waits until something listens on TCP `port` of host `i`.
     pub fn wait_listening(&self, i: usize, port: u16) {
         wait(Duration::from_secs(10), &format!("port {port}"), || {

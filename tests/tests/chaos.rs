@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tbbridge_tests::files::make_file;
-use tbbridge_tests::lab::{skip_unless_possible, wait, Lab, Proc};
+use tbbridge_tests::lab::{skip_unless_possible, wait, Lab};
 use tbbridge_tests::load::{download_loop, num, percentile, pipe_loop, Tally};
 
 const CYCLES: u64 = 100;
@@ -98,23 +98,7 @@ fn random_cable_pulls_under_load_lose_nothing() {
     );
     lab.wait_connected();
     let _http = lab.http_server(1, 8101, dir.path());
-    let _iperf_s = Proc(
-        lab.ns[1]
-            .cmd("iperf3", &["-s", "-B", "198.18.0.2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 -s"),
-    );
-    lab.wait_listening(1, 5201);
-    let mut iperf = Proc(
-        lab.ns[0]
-            .cmd("iperf3", &["-c", "198.18.0.2", "-t", "86400"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 -c"),
-    );
+    let (_iperf_s, mut iperf) = lab.iperf_through_tb0();
     let stop = AtomicBool::new(false);
     let tally = Tally::default();
     let mut recoveries = Vec::new();

@@ -18,12 +18,11 @@
 //! `TBBRIDGE_CORRUPTIONS` overrides the count. Needs root, curl, python3,
 //! iperf3.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tbbridge_tests::files::make_file;
-use tbbridge_tests::lab::{skip_unless_possible, wait, Lab, Proc};
+use tbbridge_tests::lab::{skip_unless_possible, wait, Lab};
 use tbbridge_tests::load::{download_loop, num, pipe_loop, Tally};
 use tbbridge_tests::prom::{self, http_get};
 
@@ -84,23 +83,7 @@ fn ten_thousand_corruptions_are_recovered_in_band() {
     lab.wait_connected();
     let _http = lab.http_server(1, 8101, dir.path());
     let _http_nic = lab.http_server_on(1, "198.18.0.2", 8102, dir.path());
-    let _iperf_s = Proc(
-        lab.ns[1]
-            .cmd("iperf3", &["-s", "-B", "198.18.0.2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 -s"),
-    );
-    lab.wait_listening(1, 5201);
-    let mut iperf = Proc(
-        lab.ns[0]
-            .cmd("iperf3", &["-c", "198.18.0.2", "-t", "86400"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 -c"),
-    );
+    let (_iperf_s, mut iperf) = lab.iperf_through_tb0();
     let stop = AtomicBool::new(false);
     let tally = Tally::default();
     let started = Instant::now();
