@@ -21,19 +21,21 @@ impl Harness {
         let Ok(r) = r else {
             return false;
         };
-        let what = format!("{s:?} {id} ({:?}, {:?})", c.kind, c.key);
+        // Named only when an assertion fails (this runs for every read).
+        let what = || format!("{s:?} {id} ({:?}, {:?})", c.kind, c.key);
         let f = self.flow(c.key, sender);
         match r {
             Recv::Blocked => false,
             Recv::Data(b) => {
-                assert!(!f.fin_seen, "{what}: data after the end");
+                assert!(!f.fin_seen, "{}: data after the end", what());
                 match c.kind {
                     ChannelKind::Stream => {
-                        assert!(max == 0 || !b.is_empty(), "{what}: empty stream read");
-                        assert!(b.len() <= max, "{what}: read {} > {max}", b.len());
+                        assert!(max == 0 || !b.is_empty(), "{}: empty stream read", what());
+                        assert!(b.len() <= max, "{}: read {} > {max}", what(), b.len());
                         assert!(
                             f.recvd + b.len() as u64 <= f.sent,
-                            "{what}: received {} bytes, only {} sent",
+                            "{}: received {} bytes, only {} sent",
+                            what(),
                             f.recvd + b.len() as u64,
                             f.sent
                         );
@@ -45,20 +47,21 @@ impl Harness {
                         let len = f
                             .msgs
                             .pop_front()
-                            .unwrap_or_else(|| panic!("{what}: message {seq} was never sent"));
-                        assert_eq!(b.len(), len, "{what}: message {seq} length");
+                            .unwrap_or_else(|| panic!("{}: message {seq} was never sent", what()));
+                        assert_eq!(b.len(), len, "{}: message {seq} length", what());
                         check_pattern(seed, seq << 32, &b, &what);
                         f.msgs_recvd += 1;
                     }
                     ChannelKind::Datagram => {
-                        assert!(b.len() >= 8, "{what}: datagram of {} bytes", b.len());
+                        assert!(b.len() >= 8, "{}: datagram of {} bytes", what(), b.len());
                         let mut n = [0u8; 8];
                         n.copy_from_slice(&b[..8]);
                         let seq = u64::from_le_bytes(n);
-                        assert!(seq < f.dgrams_sent, "{what}: datagram {seq} never sent");
+                        assert!(seq < f.dgrams_sent, "{}: datagram {seq} never sent", what());
                         assert!(
                             f.last_dgram.is_none_or(|l| seq > l),
-                            "{what}: datagram {seq} after {:?}",
+                            "{}: datagram {seq} after {:?}",
+                            what(),
                             f.last_dgram
                         );
                         f.last_dgram = Some(seq);
@@ -73,12 +76,13 @@ impl Harness {
                 }
                 assert!(
                     f.finished,
-                    "{what}: end of a channel the peer never finished"
+                    "{}: end of a channel the peer never finished",
+                    what()
                 );
                 match c.kind {
-                    ChannelKind::Stream => assert_eq!(f.recvd, f.sent, "{what}: early end"),
+                    ChannelKind::Stream => assert_eq!(f.recvd, f.sent, "{}: early end", what()),
                     ChannelKind::Message => {
-                        assert_eq!(f.msgs_recvd, f.msgs_sent, "{what}: early end")
+                        assert_eq!(f.msgs_recvd, f.msgs_sent, "{}: early end", what())
                     }
                     ChannelKind::Datagram => {}
                 }
