@@ -26,7 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use tbbridge_transport::session::{ChannelId, ChannelKind, Class, Event, Session, SessionConfig};
 use tbbridge_transport::wire::crc::crc32c;
 use tbbridge_transport::wire::{
-    BatchDecoder, BatchHeader, Record, RecordIter, MAX_BATCH_BODY, MAX_RECORD_LEN, VERSION,
+    BatchDecoder, BatchHeader, HelloIdent, Record, RecordIter, MAX_BATCH_BODY, MAX_RECORD_LEN, VERSION,
 };
 
 /// The simulated peer's identity.
@@ -106,6 +106,7 @@ fn peer_hello(resume: bool) -> Record {
         max_message: 0,
         open_credit: 0,
         auth: None,
+        ident: None,
     }
 }
 
@@ -120,6 +121,8 @@ enum FuzzRecord {
         max_record: u32,
         same_peer: bool,
         resume: bool,
+        /// A host identity and a host name `peer-N`.
+        host: Option<([u8; 16], u8)>,
     },
     Ping(u64),
     Pong(u64),
@@ -190,6 +193,7 @@ impl FuzzRecord {
                 max_record,
                 same_peer,
                 resume,
+                host,
             } => Record::Hello {
                 version: if *version_ok { VERSION } else { VERSION + 1 },
                 seen_peer: *seen_peer,
@@ -201,6 +205,7 @@ impl FuzzRecord {
                 max_message: 0,
                 open_credit: 0,
                 auth: None,
+                ident: host.map(|(id, n)| Box::new(HelloIdent::new(id, &format!("peer-{n}")))),
             },
             FuzzRecord::Ping(t) => Record::Ping { token: *t },
             FuzzRecord::Pong(t) => Record::Pong { token: *t },

@@ -116,6 +116,7 @@ impl RawPeer {
             max_message: self.hello_ext.1,
             open_credit: self.hello_ext.2,
             auth: None,
+            ident: None,
         }
     }
 

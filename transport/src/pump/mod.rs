@@ -406,6 +406,11 @@ impl Bridge {
         self.shared.lock().session.peer_id()
     }
 
+    /// The peer's host identity and name (see [`Session::peer_ident`]).
+    pub fn peer_ident(&self) -> Option<crate::wire::HelloIdent> {
+        self.shared.lock().session.peer_ident().cloned()
+    }
+
     /// Whether peers must prove a pre-shared key.
     pub fn authenticates(&self) -> bool {
         self.shared.lock().session.config().psk.is_some()

@@ -171,3 +171,30 @@ fn a_side_with_queued_data_does_not_go_up_before_the_peer_took_its_hello() {
         .iter()
         .any(|e| matches!(e, Event::Incoming { .. })));
 }
+
+/// Both hosts' identities and names cross in the Hellos (with or without a
+/// key) and each side shows the other's; a build that sends none shows
+/// none.
+#[test]
+fn host_identities_cross_in_the_hello() {
+    use crate::wire::HelloIdent;
+    let ia = HelloIdent::new([0xa; 16], "laptop-a");
+    let ib = HelloIdent::new([0xb; 16], "laptop-b");
+    for psk in [None, key(4)] {
+        let cfg = |i: &HelloIdent| SessionConfig {
+            ident: Some(i.clone()),
+            ..with_key(psk.clone())
+        };
+        let mut p = Pair::new(cfg(&ia), 5);
+        p.b = Session::new(cfg(&ib), 0xB0B0 | 1, p.now);
+        p.b.handle_link_up(p.now);
+        p.drive().expect("handshake");
+        assert!(p.a.is_connected() && p.b.is_connected());
+        assert_eq!(p.a.peer_ident(), Some(&ib));
+        assert_eq!(p.b.peer_ident(), Some(&ia));
+    }
+    let mut p = Pair::new(with_key(None), 6);
+    p.drive().expect("handshake");
+    assert!(p.a.is_connected());
+    assert_eq!(p.a.peer_ident(), None);
+}

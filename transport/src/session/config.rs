@@ -101,6 +101,11 @@ pub struct SessionConfig {
     /// A pre-shared key both hosts must hold (see `session::auth`);
     /// `None`: no authentication, anything on the cable is a peer.
     pub psk: Option<super::auth::Psk>,
+    /// This host's identity and name, sent in every Hello
+    /// ([`crate::wire::CAP_IDENT`]); the peer's shows in
+    /// [`Session::peer_ident`](super::Session::peer_ident). `None`: the
+    /// Hello carries none.
+    pub ident: Option<crate::wire::HelloIdent>,
     /// Corruption on an up link is recovered in-band (see
     /// `session::resync`): the bad batch is dropped, both sides exchange
     /// Hellos on the open device and resume. A resync that has not brought
@@ -141,6 +146,7 @@ impl Default for SessionConfig {
             latency_in_flight: 128 * 1024,
             latency_hold: Duration::from_secs(2),
             psk: None,
+            ident: None,
             resync_timeout: Duration::from_millis(500),
             resume_timeout: Duration::from_secs(600),
         }

@@ -265,6 +265,7 @@ impl Session {
             max_message,
             open_credit,
             auth,
+            ident,
             ..
         } = rec
         {
@@ -306,6 +307,7 @@ impl Session {
             self.peer_grows = grows;
             self.peer_max_message = if grows { u64::from(max_message) } else { 0 };
             self.peer_open_credit = if grows { u64::from(open_credit) } else { 0 };
+            self.peer_ident = ident.map(|i| *i);
             self.on_peer_hello(now, session_id, resume_of);
             self.maybe_up(now);
             return Ok(());

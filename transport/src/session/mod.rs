@@ -412,6 +412,9 @@ pub struct Session {
     cfg: SessionConfig,
     local_id: u64,
     peer_id: Option<u64>,
+    /// The host identity and name in the peer's last Hello (`None`: none
+    /// yet, or its build sends none).
+    peer_ident: Option<crate::wire::HelloIdent>,
     /// A link with `peer_id` came up at least once, on our side or (it
     /// sent us more than Hellos) on its side: it knows our id.
     met_peer: bool,
@@ -543,6 +546,7 @@ impl Session {
             cfg,
             local_id,
             peer_id: None,
+            peer_ident: None,
             met_peer: false,
             retired_peer: None,
             stale_hellos_here: 0,
@@ -604,6 +608,12 @@ impl Session {
     /// The peer's identity, once a handshake completed.
     pub fn peer_id(&self) -> Option<u64> {
         self.peer_id
+    }
+
+    /// The peer's host identity and name, from its Hello on the latest
+    /// link (`None` before one, or when its Hello carries none).
+    pub fn peer_ident(&self) -> Option<&crate::wire::HelloIdent> {
+        self.peer_ident.as_ref()
     }
 
     /// The handshake completed on the current link.

@@ -102,6 +102,7 @@ impl Session {
             },
             open_credit: if grows { credit as u32 } else { 0 },
             auth,
+            ident: self.cfg.ident.clone().map(Box::new),
         });
     }
 

@@ -163,6 +163,7 @@ fn reads_split_at_every_boundary() {
             max_message: 0,
             open_credit: 0,
             auth: None,
+            ident: None,
         });
         let mut buf = BytesMut::from(&hello.finish().to_vec()[..]);
         s.handle_input(now, &mut buf).expect("hello");

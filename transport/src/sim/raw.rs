@@ -75,6 +75,7 @@ impl RawPeer {
             max_message: self.hello.1,
             open_credit: self.hello.2,
             auth: None,
+            ident: None,
         };
         // A handshake failing here is a bug of the test, not of the peer.
         if let Err(e) = self.send(&[hello]) {

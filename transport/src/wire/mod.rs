@@ -27,14 +27,18 @@
 
 mod batch;
 pub mod crc;
+mod hello;
 #[cfg(test)]
 mod proptests;
 mod record;
 
 pub use batch::{BatchDecoder, BatchHeader, Transmit, TransmitBuilder, Unsealed};
+pub use hello::{
+    HelloAuth, HelloIdent, CAP_AUTH, CAP_IDENT, CAP_WINDOWS, HELLO_AUTH_LEN, MAX_HOSTNAME,
+};
 pub use record::{
-    ChannelKind, Class, HelloAuth, Record, RecordIter, RecordType, CAP_AUTH, CAP_WINDOWS, FLAG_END,
-    FLAG_RESUME, FLAG_SEEN_PEER, FLAG_WANT, HELLO_AUTH_LEN,
+    ChannelKind, Class, Record, RecordIter, RecordType, FLAG_END, FLAG_RESUME, FLAG_SEEN_PEER,
+    FLAG_WANT,
 };
 
 /// Magic number at the start of every batch: `"TBB1"`.

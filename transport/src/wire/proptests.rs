@@ -112,6 +112,7 @@ fn record_upto(max_payload: usize) -> impl Strategy<Value = Record> {
             any::<u32>(),
             any::<u32>(),
             proptest::option::of(any::<[u8; 16]>()),
+            proptest::option::of((any::<[u8; 16]>(), "[A-Za-z0-9._-]{1,64}")),
         )
             .prop_map(
                 |(
@@ -125,16 +126,24 @@ fn record_upto(max_payload: usize) -> impl Strategy<Value = Record> {
                     max_message,
                     open_credit,
                     nonce,
+                    host,
                 )| {
                     let auth = nonce.map(|nonce| super::HelloAuth {
                         nonce,
                         mac: [nonce[0] ^ 0x5a; 32],
                     });
-                    // On the wire CAP_AUTH says whether `auth` follows.
-                    let caps = match auth {
-                        Some(_) => caps | super::CAP_AUTH,
-                        None => caps & !super::CAP_AUTH,
-                    };
+                    let ident = host.map(|(host_id, hostname)| {
+                        Box::new(super::HelloIdent { host_id, hostname })
+                    });
+                    // On the wire CAP_AUTH and CAP_IDENT say whether
+                    // `auth` and `ident` follow.
+                    let mut caps = caps & !(super::CAP_AUTH | super::CAP_IDENT);
+                    if auth.is_some() {
+                        caps |= super::CAP_AUTH;
+                    }
+                    if ident.is_some() {
+                        caps |= super::CAP_IDENT;
+                    }
                     Record::Hello {
                         version,
                         seen_peer,
@@ -146,6 +155,7 @@ fn record_upto(max_payload: usize) -> impl Strategy<Value = Record> {
                         max_message,
                         open_credit,
                         auth,
+                        ident,
                     }
                 }
             ),
@@ -347,6 +357,7 @@ fn small_transmit_records() -> Vec<Record> {
             max_message: 0,
             open_credit: 0,
             auth: None,
+            ident: None,
         },
         Record::Open {
             chan: 3,

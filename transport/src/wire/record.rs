@@ -2,6 +2,9 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
+use super::hello::{
+    decode_ident, HelloAuth, HelloIdent, CAP_AUTH, CAP_IDENT, HELLO_AUTH_LEN, MAX_HOSTNAME,
+};
 use super::{DecodeError, MAX_RECORD_LEN, MAX_SERVICE_NAME, RECORD_HEADER_LEN};
 
 /// Record type codes on the wire.
@@ -99,32 +102,6 @@ pub const FLAG_WANT: u8 = 0x01;
 /// `received` and retransmits from there.
 pub const FLAG_RESUME: u8 = 0x01;
 
-/// Hello capability: the sender's receive windows start small and grow
-/// (the `window` of `Open`/`OpenOk` is the credit granted so far, not the
-/// largest message); its Hello carries `max_message` and `open_credit`,
-/// and data may follow an `Open` before the `OpenOk`, within
-/// `open_credit`. Without it the peer is an older build: windows are
-/// granted whole at open, as it expects.
-pub const CAP_WINDOWS: u32 = 0x01;
-/// Hello capability: the sender has a pre-shared key and requires the
-/// peer to prove it holds it too; its Hello carries [`HelloAuth`] (see
-/// `session::auth`).
-pub const CAP_AUTH: u32 = 0x02;
-
-/// The authentication fields of a Hello with [`CAP_AUTH`], appended after
-/// `open_credit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HelloAuth {
-    /// The sender's random nonce for this link.
-    pub nonce: [u8; 16],
-    /// With `seen_peer`: HMAC-SHA256 over both identities and both nonces
-    /// (see `session::auth`); zeros before the sender has the peer's nonce.
-    pub mac: [u8; 32],
-}
-
-/// Bytes of [`HelloAuth`] on the wire.
-pub const HELLO_AUTH_LEN: usize = 48;
-
 /// One decoded (or to-be-encoded) record.
 ///
 /// Channel ids on the wire are from the *receiver's* point of view: bit 0 is
@@ -158,6 +135,9 @@ pub enum Record {
         /// With [`CAP_AUTH`] (set on the wire exactly when this is
         /// `Some`): the sender's proof of the pre-shared key.
         auth: Option<HelloAuth>,
+        /// With [`CAP_IDENT`] (set on the wire exactly when this is
+        /// `Some`): the sender's host identity and name.
+        ident: Option<Box<HelloIdent>>,
     },
     /// Keepalive probe; the token comes back in a [`Record::Pong`].
     Ping {
@@ -294,8 +274,17 @@ impl Record {
     /// Length of the fixed fields (after the common header, before the payload).
     fn fields_len(&self) -> usize {
         match self {
-            Record::Hello { auth, .. } => {
-                2 + 2 + 4 + 4 + 4 + 8 + 8 + 4 + 4 + auth.map_or(0, |_| HELLO_AUTH_LEN)
+            Record::Hello { auth, ident, .. } => {
+                2 + 2
+                    + 4
+                    + 4
+                    + 4
+                    + 8
+                    + 8
+                    + 4
+                    + 4
+                    + auth.map_or(0, |_| HELLO_AUTH_LEN)
+                    + ident.as_ref().map_or(0, |i| i.encoded_len())
             }
             Record::Ping { .. } | Record::Pong { .. } | Record::Progress { .. } => 8,
             Record::Goodbye { .. } | Record::GoodbyeAck => 0,
@@ -344,16 +333,20 @@ impl Record {
                 max_message,
                 open_credit,
                 auth,
+                ident,
                 ..
             } => {
                 buf.put_u16_le(*version);
                 buf.put_u16_le(0);
-                // CAP_AUTH says whether the auth fields follow: it is set
-                // exactly when they do, whatever `caps` holds.
-                let caps = match auth {
-                    Some(_) => *caps | CAP_AUTH,
-                    None => *caps & !CAP_AUTH,
-                };
+                // CAP_AUTH and CAP_IDENT say whether their fields follow:
+                // each is set exactly when they do, whatever `caps` holds.
+                let mut caps = *caps & !(CAP_AUTH | CAP_IDENT);
+                if auth.is_some() {
+                    caps |= CAP_AUTH;
+                }
+                if ident.is_some() {
+                    caps |= CAP_IDENT;
+                }
                 buf.put_u32_le(caps);
                 buf.put_u32_le(*max_batch);
                 buf.put_u32_le(*max_record);
@@ -364,6 +357,13 @@ impl Record {
                 if let Some(a) = auth {
                     buf.put_slice(&a.nonce);
                     buf.put_slice(&a.mac);
+                }
+                if let Some(i) = ident {
+                    buf.put_slice(&i.host_id);
+                    // At most MAX_HOSTNAME (64) bytes: `HelloIdent::new`
+                    // cuts it, the decoder refuses longer.
+                    buf.put_u8(i.hostname.len().min(MAX_HOSTNAME) as u8);
+                    buf.put_slice(&i.hostname.as_bytes()[..i.hostname.len().min(MAX_HOSTNAME)]);
                 }
             }
             Record::Ping { token } | Record::Pong { token } => buf.put_u64_le(*token),
@@ -500,6 +500,11 @@ impl Record {
                 } else {
                     None
                 };
+                let ident = if caps & CAP_IDENT != 0 {
+                    Some(Box::new(decode_ident(&mut f)?))
+                } else {
+                    None
+                };
                 // Later versions may append more fields: ignore them.
                 Record::Hello {
                     version,
@@ -512,6 +517,7 @@ impl Record {
                     max_message,
                     open_credit,
                     auth,
+                    ident,
                 }
             }
             RecordType::Ping | RecordType::Pong => {

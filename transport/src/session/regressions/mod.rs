@@ -424,6 +424,7 @@ fn open_queued_for_a_channel_the_peer_reset_is_not_sent() {
         max_message: 0,
         open_credit: 0,
         auth: None,
+        ident: None,
     };
     r.send(&[hello, Record::Reset { chan: 0, code: 0 }])
         .expect("resume and reset");

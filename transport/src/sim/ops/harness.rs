@@ -235,7 +235,13 @@ impl Harness {
                     c.open = true;
                 }
             }
-            Event::Connected { .. } | Event::Readable(_) | Event::Writable(_) => {}
+            Event::Connected { .. } => {
+                // The peer's host identity, as its Hello carried it.
+                let theirs = self.pair.side(s.other().side()).config().ident.clone();
+                let seen = self.pair.side(s.side()).peer_ident().cloned();
+                assert_eq!(seen, theirs, "{s:?}: connected with a wrong peer identity");
+            }
+            Event::Readable(_) | Event::Writable(_) => {}
             // Both sides hold the same key, or neither does: only an old
             // link's Hello (its MAC over an earlier nonce) may fail.
             Event::AuthFailed(why) => assert_eq!(

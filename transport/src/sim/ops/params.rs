@@ -43,6 +43,8 @@ impl Params {
     pub fn config_b(&self) -> SessionConfig {
         SessionConfig {
             grow_windows: !self.older_b(),
+            // An older build sends no host identity either.
+            ident: (!self.older_b()).then(|| crate::wire::HelloIdent::new([0xb; 16], "host-b")),
             ..self.config()
         }
     }
@@ -56,6 +58,7 @@ impl Params {
             stream_window: u64::from(self.stream_window % (4 << 20)),
             message_window: u64::from(self.message_window % (4 << 20)),
             min_window: 4096,
+            ident: Some(crate::wire::HelloIdent::new([0xa; 16], "host-a")),
             max_batch_body: self.max_batch_body as usize % (1 << 20),
             max_chunk: self.max_chunk as usize % (256 << 10),
             inline_limit: usize::from(self.inline_limit),
