@@ -2,7 +2,7 @@
 //! end-of-run invariants.
 
 use super::harness::{Chan, Harness};
-use super::pattern::{check_pattern, seed_of};
+use super::pattern::{check_pattern, seed_of, seq_off};
 use super::S;
 use crate::session::{ChannelId, ChannelKind, Recv, SessionError};
 
@@ -49,7 +49,7 @@ impl Harness {
                             .pop_front()
                             .unwrap_or_else(|| panic!("{}: message {seq} was never sent", what()));
                         assert_eq!(b.len(), len, "{}: message {seq} length", what());
-                        check_pattern(seed, seq << 32, &b, &what);
+                        check_pattern(seed, seq_off(seq), &b, &what);
                         f.msgs_recvd += 1;
                     }
                     ChannelKind::Datagram => {
@@ -65,7 +65,7 @@ impl Harness {
                             f.last_dgram
                         );
                         f.last_dgram = Some(seq);
-                        check_pattern(seed, seq << 32, &b[8..], &what);
+                        check_pattern(seed, seq_off(seq), &b[8..], &what);
                     }
                 }
                 true

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::pattern::{dgram_bytes, pattern_bytes, seed_of};
+use super::pattern::{dgram_bytes, pattern_bytes, seed_of, seq_off};
 use super::{Class2, Kind, Op, Params, S, SERVICES};
 use crate::session::{
     ChannelId, ChannelKind, Class, Event, RejectReason, SessionConfig, SessionError,
@@ -499,7 +499,7 @@ impl Harness {
         };
         let seed = seed_of(c.key, s.idx());
         let seq = self.flow(c.key, s).msgs_sent;
-        let m = pattern_bytes(seed, seq << 32, len);
+        let m = pattern_bytes(seed, seq_off(seq), len);
         let r = self.pair.side(s.side()).send_message(id, m);
         if c.kind != ChannelKind::Message {
             assert!(r.is_err(), "send_message on a {:?} channel", c.kind);
