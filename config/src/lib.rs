@@ -12,11 +12,17 @@
 //!   sets its HopIDs, ring and throttling, waits for `/dev/tbstream<index>`
 //!   and removes it again; a fake configfs for tests is in
 //!   [`configfs::fake`].
+//! * [`auto`] is the zero-configuration setup: it finds the peer's XDomain
+//!   service, derives the addresses both hosts agree on without talking,
+//!   and writes the config a user would have written (which [`parse`]
+//!   then validates like any other).
 
+pub mod auto;
 pub mod configfs;
 mod device;
 mod error;
 mod forward;
+mod host;
 mod interface;
 mod keyfile;
 mod metrics;
@@ -42,6 +48,7 @@ pub use forward::{
     Endpoint, ForwardConfig, HostPort, PipeConfig, PipeSink, ServiceConfig, UnixAddr,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UDP_IDLE,
 };
+pub use host::{HostConfig, HostId, HostIdError};
 pub use interface::{
     InterfaceConfig, DEFAULT_MTU, DEFAULT_OFFLOAD, DEFAULT_QUEUES, MAX_QUEUES, MIN_MTU,
 };
@@ -90,6 +97,8 @@ pub struct Config {
     pub rpcs: Vec<RpcConfig>,
     /// `[metrics]`: the Prometheus exporter, if wanted.
     pub metrics: Option<MetricsConfig>,
+    /// `[host]`: this host's identity and the peer's expected one.
+    pub host: HostConfig,
 }
 
 impl Config {
@@ -229,6 +238,7 @@ const TOP_KEYS: &[&str] = &[
     "migrate",
     "rpc",
     "metrics",
+    "host",
 ];
 
 /// Validates config text; `origin` names the file in errors.
@@ -258,6 +268,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         migrate: t.opt("migrate", migrate::parse_migrate)?,
         rpcs: t.opt("rpc", rpc::parse_rpcs)?.unwrap_or_default(),
         metrics: t.opt("metrics", metrics::parse_metrics)?,
+        host: t.opt("host", host::parse_host)?.unwrap_or_default(),
     })
 }
 

@@ -52,7 +52,7 @@ fn cases() -> Vec<Case> {
     let h = |extra: &str| format!("{HEAD}{extra}");
     let c = |extra: &str| format!("{CFS}{extra}");
     vec![
-        case("unknown top-level key", format!("bogus = 1\n{HEAD}"), 1, "bogus", "unknown key `bogus` (allowed: device, interface, session, forward, service, pipe, migrate, rpc, metrics)"),
+        case("unknown top-level key", format!("bogus = 1\n{HEAD}"), 1, "bogus", "unknown key `bogus` (allowed: device, interface, session, forward, service, pipe, migrate, rpc, metrics, host)"),
         case("unknown top-level table", h("[interfaces]\nname = \"x\"\n"), 7, "interfaces", "unknown key `interfaces`"),
         case("unknown nested key", h("mtuu = 9000\n"), 7, "interface.mtuu", "unknown key `mtuu` (allowed: name, addresses, mtu,"),
         case("unknown key in device.configfs", c("hopid = 16\n"), 4, "device.configfs.hopid", "unknown key `hopid` (allowed: service, stream, in_hopid"),
@@ -118,6 +118,8 @@ fn cases() -> Vec<Case> {
         case("rpc: message too large", "[device]\npath = \"emu:x/a\"\n[[rpc]]\nname = \"jobs\"\nmax_message = \"8MiB\"\n", 5, "rpc[0].max_message", "8388608 is out of range (allowed 0..=4194304)"),
         case("metrics: listen without a port", "[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = \"127.0.0.1\"\n", 4, "metrics.listen", "\"127.0.0.1\" is not an IP address and port, e.g. \"127.0.0.1:9477\""),
         case("metrics: host name", "[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = \"localhost:9477\"\n", 4, "metrics.listen", "is not an IP address and port"),
+        case("host: id not a uuid", "[device]\npath = \"emu:x/a\"\n[host]\nid = \"laptop\"\n", 4, "host.id", "\"laptop\" is not a UUID"),
+        case("host: peer is itself", "[device]\npath = \"emu:x/a\"\n[host]\nid = \"0a0a0a0a-0000-0000-0000-00000000000a\"\npeer_id = \"0a0a0a0a00000000000000000000000a\"\n", 5, "host.peer_id", "the peer's identity is this host's own `id`"),
         case("metrics: port 0", "[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n", 3, "metrics.listen", "port 0 is not a fixed port"),
         case("metrics: not a string", "[device]\npath = \"emu:x/a\"\n[metrics]\nlisten = 9477\n", 4, "metrics.listen", "expected a string, found an integer"),
         case("metrics: unknown key", "[device]\npath = \"emu:x/a\"\n[metrics]\nport = 9477\n", 4, "metrics.port", "unknown key `port` (allowed: listen)"),

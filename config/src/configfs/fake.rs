@@ -33,8 +33,9 @@
 //!   that way on real hardware, 1024 worked). It also counts opens, so a
 //!   test can tell a bridge that backs off from one that hammers.
 //!
-//! Other files (e.g. sysfs link attributes) can be added with
-//! [`FakeConfigfs::add_file`].
+//! Other files (e.g. sysfs link attributes and the peer's `unique_id`)
+//! can be added with [`FakeConfigfs::add_file`]; `list_dir` lists the
+//! directories they imply.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -523,5 +524,39 @@ impl ConfigfsFs for FakeConfigfs {
                 None => Err(err(ENOENT)),
             },
         }
+    }
+
+    fn list_dir(&self, path: &Path, limit: usize) -> io::Result<Vec<String>> {
+        let st = self.lock();
+        let names: Vec<String> = match self.locate(path) {
+            Loc::Root => st.services.keys().cloned().collect(),
+            Loc::Service(svc) => match st.services.get(&svc) {
+                Some(m) => m.keys().cloned().collect(),
+                None => return Err(err(ENOENT)),
+            },
+            Loc::Stream(svc, s) => {
+                if !st.services.get(&svc).is_some_and(|m| m.contains_key(&s)) {
+                    return Err(err(ENOENT));
+                }
+                ATTRS.iter().map(|a| (*a).to_owned()).collect()
+            }
+            Loc::Attr(..) | Loc::Dev(_) => return Err(err(ENOTDIR)),
+            // Directories of added files: every name one level below.
+            Loc::Other => {
+                let set: BTreeSet<String> = st
+                    .files
+                    .keys()
+                    .filter_map(|f| f.strip_prefix(path).ok())
+                    .filter_map(|rest| rest.components().next())
+                    .filter_map(|c| c.as_os_str().to_str().map(str::to_owned))
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if set.is_empty() {
+                    return Err(err(ENOENT));
+                }
+                set.into_iter().collect()
+            }
+        };
+        Ok(names.into_iter().take(limit).collect())
     }
 }

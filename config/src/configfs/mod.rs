@@ -81,6 +81,8 @@ pub trait ConfigfsFs {
     fn read(&self, path: &Path) -> io::Result<String>;
     /// Writes `value` to an attribute file as `echo value > path` does.
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// Names in a directory (unsorted), at most `limit` of them.
+    fn list_dir(&self, path: &Path, limit: usize) -> io::Result<Vec<String>>;
 }
 
 /// The real filesystem.
@@ -109,6 +111,15 @@ impl ConfigfsFs for RealFs {
             .truncate(true)
             .open(path)?;
         f.write_all(format!("{value}\n").as_bytes())
+    }
+    fn list_dir(&self, path: &Path, limit: usize) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(path)?.take(limit) {
+            if let Some(n) = e?.file_name().to_str() {
+                names.push(n.to_owned());
+            }
+        }
+        Ok(names)
     }
 }
 
