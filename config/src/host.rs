@@ -6,6 +6,7 @@
 //! [host]
 //! id = "d4c5b6a7-0011-2233-4455-66778899aabb"   # default: the host router's unique_id
 //! peer_id = "0b1c2d3e-..."                      # the identity the addresses were derived for
+//! hosts_file = "/etc/hosts"                     # opt-in: the peer's name resolves while connected
 //! ```
 //!
 //! The identity travels in the handshake (with the host name), so `status`
@@ -13,6 +14,7 @@
 //! addresses were derived for another host.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::reader::{Field, Result};
@@ -63,9 +65,12 @@ pub struct HostConfig {
     pub id: Option<HostId>,
     /// `peer_id`: the peer the addresses were derived for.
     pub peer_id: Option<HostId>,
+    /// `hosts_file`: a hosts(5) file the daemon keeps a line for the peer
+    /// in (its host name and address) while it is connected.
+    pub hosts_file: Option<PathBuf>,
 }
 
-const KEYS: &[&str] = &["id", "peer_id"];
+const KEYS: &[&str] = &["id", "peer_id", "hosts_file"];
 
 pub(crate) fn parse_host(f: &Field<'_>) -> Result<HostConfig> {
     let t = f.table(KEYS)?;
@@ -76,6 +81,14 @@ pub(crate) fn parse_host(f: &Field<'_>) -> Result<HostConfig> {
     let h = HostConfig {
         id: t.opt("id", id)?,
         peer_id: t.opt("peer_id", id)?,
+        hosts_file: t.opt("hosts_file", |f| {
+            let s = f.str()?;
+            let p = PathBuf::from(s);
+            if !p.is_absolute() {
+                return Err(f.err(format!("{s:?} is not an absolute path")));
+            }
+            Ok(p)
+        })?,
     };
     if h.id.is_some() && h.id == h.peer_id {
         let msg = "the peer's identity is this host's own `id`";
