@@ -9,6 +9,7 @@ use tbbridge_transport::device::emu::{
     self, CableFaults, CableOptions, ControlCommand, Probability, DEFAULT_CABLE_ROOT,
     DEFAULT_RING_SIZE, MAX_RING_SIZE, MAX_STALE_BYTES, MIN_RING_SIZE,
 };
+use tbbridge_transport::CableEnd;
 
 /// Which cable a control command is for.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +93,14 @@ pub enum CableCmd {
         /// Directory holding the cables.
         #[arg(long, default_value = DEFAULT_CABLE_ROOT)]
         root: PathBuf,
+        /// Plug end a into a fake host: its `/` for `tbbridge up
+        /// --sys-root DIR` (sysfs and configfs show the peer on host B,
+        /// while the cable runs).
+        #[arg(long, value_name = "DIR", requires = "host_b")]
+        host_a: Option<PathBuf>,
+        /// Plug end b into a fake host (see --host-a).
+        #[arg(long, value_name = "DIR", requires = "host_a")]
+        host_b: Option<PathBuf>,
     },
     /// Pull the cable: data in flight is lost, open ends get ENXIO, opens
     /// wait until the replug.
@@ -151,6 +160,8 @@ pub fn run(cmd: CableCmd) -> Result<()> {
             ring_size,
             faults,
             root,
+            host_a,
+            host_b,
         } => {
             let opts = CableOptions {
                 ring_size,
@@ -176,6 +187,24 @@ pub fn run(cmd: CableCmd) -> Result<()> {
                     format!("; faults {}", faults.to_words())
                 },
             );
+            // Held while the cable runs: the peers go when it stops.
+            let _hosts = match (&host_a, &host_b) {
+                (Some(a), Some(b)) => {
+                    let attach = |dir: &PathBuf, peer: &PathBuf, end| {
+                        crate::fakehost::attach(dir, peer, &name, end).with_context(|| {
+                            format!("plugging cable {name} into {}", dir.display())
+                        })
+                    };
+                    let pair = (attach(a, b, CableEnd::A)?, attach(b, a, CableEnd::B)?);
+                    eprintln!(
+                        "tbbridge cable {name}: plugged into hosts {} and {} (tbbridge up --sys-root DIR)",
+                        a.display(),
+                        b.display()
+                    );
+                    Some(pair)
+                }
+                _ => None,
+            };
             tracing::info!(cable = %name, root = %root.display(), "emulated cable serving");
             if let Err(e) = emu::serve_with_faults(&root, &name, opts, faults) {
                 let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {

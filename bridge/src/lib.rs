@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cable;
 pub mod daemon;
 pub mod demo;
+pub mod fakehost;
 pub mod frontend;
 pub mod metrics;
 pub mod migrate;
