@@ -21,16 +21,34 @@ enum Cmd {
     Cable(cable::CableCmd),
     /// iperf-style throughput and latency benchmark over bridge channels.
     Bench(bench::BenchArgs),
-    /// Bring a bridge up from /etc/tbbridge/NAME.toml (or --config).
+    /// Bring a bridge up from /etc/tbbridge/NAME.toml (or --config); with
+    /// no name and no such file (or --auto), zero-configuration: find the
+    /// peer on the cable and derive the stream and the addresses.
     Up {
-        /// Instance name.
-        name: String,
+        /// Instance name (and interface name of a zero-configuration
+        /// setup); default tb0.
+        name: Option<String>,
         /// Config file instead of /etc/tbbridge/NAME.toml.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "auto")]
         config: Option<PathBuf>,
         /// Stay in the foreground (systemd, containers, debugging).
         #[arg(long)]
         foreground: bool,
+        /// Zero-configuration even if /etc/tbbridge/NAME.toml exists.
+        #[arg(long)]
+        auto: bool,
+        /// Print the zero-configuration setup as a config file and exit
+        /// (keep it as /etc/tbbridge/NAME.toml and edit it).
+        #[arg(long, conflicts_with = "config")]
+        print_config: bool,
+        /// The peer's XDomain service (e.g. 0-1.0) when there are several.
+        #[arg(long, conflicts_with = "config")]
+        service: Option<String>,
+        /// A fake host's root directory instead of / (configfs, sysfs and
+        /// machine-id under it), as `tbbridge cable run --host-a DIR`
+        /// writes it.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        sys_root: Option<PathBuf>,
     },
     /// Take a bridge down (goodbye to the peer, interface removed).
     Down {
@@ -106,13 +124,39 @@ fn main() -> std::process::ExitCode {
             name,
             config,
             foreground,
-        } => Target::new(&name, config).and_then(|t| {
-            if foreground {
-                daemon::up_foreground(&t)
+            auto,
+            print_config,
+            service,
+            sys_root,
+        } => {
+            let instance = name
+                .clone()
+                .unwrap_or_else(|| tbbridge_config::auto::AUTO_INSTANCE.to_owned());
+            let zero_conf = auto
+                || print_config
+                || service.is_some()
+                || sys_root.is_some()
+                || (name.is_none()
+                    && config.is_none()
+                    && !tbbridge_config::path_for(&instance).exists());
+            let args = daemon::auto::AutoArgs { service, sys_root };
+            if print_config {
+                daemon::auto::print_config(&instance, &args)
             } else {
-                daemon::up_detached(&t)
+                let t = if zero_conf {
+                    daemon::auto::target(&instance, &args)
+                } else {
+                    Target::new(&instance, config)
+                };
+                t.and_then(|t| {
+                    if foreground {
+                        daemon::up_foreground(&t)
+                    } else {
+                        daemon::up_detached(&t)
+                    }
+                })
             }
-        }),
+        }
         Cmd::Down { name } => daemon::down(&name),
         Cmd::Status { name, json } => daemon::status(name.as_deref(), json),
         Cmd::Check { name, config } => Target::new(&name, config).and_then(|t| daemon::check(&t)),

@@ -8,9 +8,14 @@
 //! SIGINT, then runs PreDown, closes the session with a goodbye, removes the
 //! interface and the configfs stream.
 
+pub mod auto;
 pub mod control;
+pub mod host;
 pub mod paths;
 pub mod provision;
+mod status;
+
+pub use status::status;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use serde_json::json;
 use tbbridge_config::{Config, DeviceConfig};
 use tbbridge_transport::device::OpenOptions;
 use tbbridge_transport::pump::Bridge;
@@ -230,140 +235,6 @@ pub fn down(name: &str) -> anyhow::Result<()> {
     bail!("{name} did not stop within 15 s")
 }
 
-/// `tbbridge status`: prints the status of one or all running instances.
-pub fn status(name: Option<&str>, as_json: bool) -> anyhow::Result<()> {
-    let names = match name {
-        Some(n) => {
-            paths::check_name(n)?;
-            vec![n.to_owned()]
-        }
-        None => paths::running_instances(),
-    };
-    let mut docs = Vec::new();
-    for n in &names {
-        let p = InstancePaths::new(n);
-        match control::request(&p.socket, "status", Duration::from_secs(5)) {
-            Ok(v) => docs.push(v),
-            Err(e) if name.is_some() => return Err(e.context(format!("{n} is not up"))),
-            Err(_) => {}
-        }
-    }
-    if as_json {
-        let out = if name.is_some() {
-            docs.into_iter().next().unwrap_or(Value::Null)
-        } else {
-            Value::Array(docs)
-        };
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else if docs.is_empty() {
-        println!("no tbbridge instance is up");
-    } else {
-        for d in &docs {
-            print_status(d);
-        }
-    }
-    Ok(())
-}
-
-fn print_status(d: &Value) {
-    let s = |k: &str| match d.pointer(k) {
-        None | Some(Value::Null) => "-".to_owned(),
-        Some(v) => v.to_string().trim_matches('"').to_owned(),
-    };
-    println!("{}: pid {}, up {} s", s("/name"), s("/pid"), s("/uptime_s"));
-    println!("  device:    {}", s("/device"));
-    if d.get("configfs").is_some() {
-        println!(
-            "  configfs:  stream {}: gone {} times, created again {} times, {} failed opens \
-             ({} ENOMEM)",
-            s("/configfs/stream"),
-            s("/configfs/vanished"),
-            s("/configfs/recreated"),
-            s("/configfs/open_failures"),
-            s("/configfs/enomem"),
-        );
-    }
-    println!(
-        "  link:      {} (links up {}, resumed {}), rtt {} µs, peer {}",
-        if d.pointer("/link/connected").and_then(Value::as_bool) == Some(true) {
-            "connected"
-        } else {
-            "waiting for peer"
-        },
-        s("/link/links_up"),
-        s("/link/resumes"),
-        s("/link/rtt_us"),
-        s("/link/peer"),
-    );
-    if d.pointer("/link/auth").and_then(Value::as_str) == Some("psk") {
-        let last = d
-            .pointer("/link/last_auth_failure")
-            .and_then(Value::as_str)
-            .map(|f| format!(", last: {f}"))
-            .unwrap_or_default();
-        println!(
-            "  auth:      pre-shared key ({} peers refused{last})",
-            s("/link/auth_failures")
-        );
-    }
-    if d.pointer("/session/corrupt_batches")
-        .and_then(Value::as_u64)
-        > Some(0)
-    {
-        println!(
-            "  corruption: {} corrupt batches dropped, {} recovered in-band (last in {} µs), \
-             {} resyncs failed",
-            s("/session/corrupt_batches"),
-            s("/link/resyncs"),
-            s("/link/resync_last_us"),
-            s("/link/resync_failures"),
-        );
-    }
-    if let Some(f) = d.pointer("/link/last_fault").and_then(Value::as_str) {
-        println!("  last fault: {f} ({} in all)", s("/link/faults"));
-    }
-    if let Some(fes) = d.get("front_ends").and_then(Value::as_array) {
-        println!("  front-ends:");
-        for fe in fes {
-            let g = |k: &str| {
-                fe.get(k)
-                    .map(|v| v.to_string().trim_matches('"').to_owned())
-            };
-            let mut line = format!(
-                "    {:<24} {}",
-                g("name").unwrap_or_default(),
-                g("state").unwrap_or_default()
-            );
-            if let Some(r) = fe
-                .get("restarts")
-                .and_then(Value::as_u64)
-                .filter(|r| *r > 0)
-            {
-                line.push_str(&format!(", restarted {r}x"));
-            }
-            if let Some(e) = fe.get("last_error").and_then(Value::as_str) {
-                line.push_str(&format!(", last error: {e}"));
-            }
-            println!("{line}");
-            if let Some(c) = fe.get("counters") {
-                println!("      {c}");
-                if let Some(q) = c.pointer("/stats/queue") {
-                    print_queue(q);
-                }
-            }
-        }
-    }
-    if let Some(p) = d
-        .get("pipe_clients")
-        .filter(|p| p.get("started").and_then(Value::as_u64) > Some(0))
-    {
-        println!("  pipe clients: {p}");
-    }
-    if let Some(chs) = d.get("channels").and_then(Value::as_array) {
-        println!("  channels: {}", chs.len());
-    }
-}
-
 /// `tbbridge up --foreground`: the daemon itself.
 pub fn up_foreground(t: &Target) -> anyhow::Result<()> {
     let cfg = t.load()?;
@@ -421,6 +292,13 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         ),
         None => tracing::info!("peer authentication: off"),
     }
+    let (ident, id_source) = host::hello_ident(&cfg);
+    tracing::info!(
+        "this host: {} (identity {} from {id_source})",
+        ident.hostname,
+        tbbridge_config::HostId(ident.host_id)
+    );
+    session_cfg.ident = Some(ident);
 
     // The device: a path, or a configfs stream we create (and remove),
     // and create again whenever the peer's reboot takes it away.
@@ -511,8 +389,15 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         .as_ref()
         .and_then(|p| p.current())
         .map(|c| c.link);
+    let mut link_rx = bridge.status();
+    let mut peer_seen: Option<tbbridge_transport::wire::HelloIdent> = None;
     loop {
         tokio::select! {
+            r = link_rx.changed() => {
+                if r.is_ok() && link_rx.borrow_and_update().connected {
+                    on_connected(t, &cfg, &bridge, &mut peer_seen);
+                }
+            }
             _ = refresh.tick(), if exporter.is_some() => {
                 if let Some(x) = &exporter {
                     x.refresh(&crate::metrics::Sources {
@@ -525,7 +410,8 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
             }
             req = rx.recv() => match req {
                 Some(control::Request::Status(reply)) => {
-                    let mut doc = status_doc(t, &spec, &bridge, &supervisor, &pipe_stats, started);
+                    let mut doc = status::status_doc(t, &spec, &bridge, &supervisor, &pipe_stats, started);
+                    doc["link"]["peer_host"] = host::peer_doc(&cfg, bridge.peer_ident().as_ref());
                     if let Some(p) = &provisioned.0 {
                         doc["device"] = json!(p.dev_path().map_or_else(
                             || format!("{spec} (gone: waiting for the peer)"),
@@ -569,11 +455,50 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         .unwrap_or(false);
     tracing::info!(clean, "session closed");
     drop(provisioned);
+    if let Some(f) = &cfg.host.hosts_file {
+        if let Err(e) = host::update_hosts_file(f, &t.name, None) {
+            tracing::warn!("removing the peer's line from {}: {e}", f.display());
+        }
+    }
     let _ = std::fs::remove_file(&p.pid);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A link came up: log a new peer (warning when it is not the host the
+/// addresses were derived for) and keep its hosts(5) line.
+fn on_connected(
+    t: &Target,
+    cfg: &Config,
+    bridge: &Bridge,
+    seen: &mut Option<tbbridge_transport::wire::HelloIdent>,
+) {
+    let Some(peer) = bridge.peer_ident() else {
+        return;
+    };
+    if seen.as_ref() == Some(&peer) {
+        return;
+    }
+    let id = tbbridge_config::HostId(peer.host_id);
+    tracing::info!("peer: {} (identity {id})", peer.hostname);
+    if let Some(want) = cfg.host.peer_id.filter(|w| *w != id) {
+        tracing::warn!(
+            "peer {} has identity {id}, but the addresses of {} were derived for {want}: \
+             they may collide with that host's; run `tbbridge up --auto --print-config` again",
+            peer.hostname,
+            t.config.display()
+        );
+    }
+    if let (Some(f), Some(i)) = (&cfg.host.hosts_file, &cfg.interface) {
+        let line = host::hosts_line(host::peer_address(i, id), &peer.hostname);
+        match host::update_hosts_file(f, &t.name, Some(&line)) {
+            Ok(()) => tracing::info!("{}: {line}", f.display()),
+            Err(e) => tracing::warn!("writing the peer's line to {}: {e}", f.display()),
+        }
+    }
+    *seen = Some(peer);
 }
 
 /// Routes with a gateway (`via`) go in with `ip route`, after the
@@ -630,111 +555,4 @@ async fn run_hooks(kind: &str, cmds: &[String], ifname: &str) {
             Err(e) => tracing::warn!("{kind} `{c}`: {e}"),
         }
     }
-}
-
-/// The fair queue's line of a TUN front-end (`docs/nic.md`).
-fn print_queue(q: &Value) {
-    let n = |k: &str| q.pointer(k).and_then(Value::as_u64).unwrap_or(0);
-    println!(
-        "      queue: {} B held (most {} B), drops: aqm {}, overflow {}; \
-         ecn marks {}, new flows {}",
-        n("/backlog_bytes"),
-        n("/backlog_max_bytes"),
-        n("/drops/aqm"),
-        n("/drops/overflow"),
-        n("/ecn_marks"),
-        n("/new_flows"),
-    );
-}
-
-fn status_doc(
-    t: &Target,
-    spec: &DeviceSpec,
-    bridge: &Bridge,
-    supervisor: &Supervisor,
-    pipes: &crate::pipe::PipeClientStats,
-    started: Instant,
-) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let link = *bridge.status().borrow();
-    let st = bridge.stats();
-    let pump = bridge.pump_stats();
-    let channels: Vec<Value> = bridge
-        .channel_stats()
-        .into_iter()
-        .map(|(id, svc, s)| {
-            json!({
-                "id": id.to_string(), "service": svc,
-                "bytes_tx": s.bytes_tx, "bytes_rx": s.bytes_rx,
-                "frames_tx": s.records_tx, "frames_rx": s.records_rx,
-                "drops": s.drops, "bytes_retransmitted": s.bytes_retransmitted,
-            })
-        })
-        .collect();
-    let traffic: Vec<Value> = bridge
-        .traffic()
-        .into_iter()
-        .map(|(k, t)| {
-            json!({
-                "kind": crate::metrics::kind_name(k.kind),
-                "class": crate::metrics::class_name(k.class),
-                "service": k.service,
-                "bytes_tx": t.bytes_tx, "bytes_rx": t.bytes_rx,
-                "records_tx": t.records_tx, "records_rx": t.records_rx,
-                "drops": t.drops, "bytes_retransmitted": t.bytes_retransmitted,
-                "opened": t.opened, "active": t.active, "queued_bytes": t.queued_bytes,
-            })
-        })
-        .collect();
-    json!({
-        "name": t.name,
-        "pid": std::process::id(),
-        "config": t.config,
-        "uptime_s": started.elapsed().as_secs(),
-        "device": spec.to_string(),
-        "link": {
-            "connected": link.connected,
-            "links_up": link.links_up,
-            "resumes": link.resumes,
-            "resyncs": st.resyncs,
-            "resync_failures": st.resync_failures,
-            "resync_last_us": st.resync_last.map(|d| d.as_micros() as u64),
-            "rtt_us": st.rtt.map(|d| d.as_micros() as u64),
-            "peer": bridge.peer_id().map(|p| format!("{p:016x}")),
-            "faults": pump.link_faults,
-            "resets": crate::metrics::pump_faults(&pump),
-            "handshake_failures": pump.handshake_failures,
-            "auth": if bridge.authenticates() { "psk" } else { "off" },
-            "auth_failures": pump.auth_failures,
-            "last_auth_failure": bridge.last_auth_failure().map(|f| f.to_string()),
-            "peer_restarts": pump.peer_restarts,
-            "last_fault": pump.last_fault.as_ref().map(ToString::to_string),
-            "rtt_samples": st.rtt_samples,
-        },
-        "session": {
-            "bytes_tx": st.bytes_tx, "bytes_rx": st.bytes_rx,
-            "batches_tx": st.batches_tx, "batches_rx": st.batches_rx,
-            "writes": st.transmits, "corrupt_batches": st.corrupt_batches,
-            "dgram_drops": st.dgram_drops,
-            "expired_channels": st.expired_channels,
-            "refused_no_service": pump.refused_no_service,
-            "credit_stalls": st.credit_stalls,
-            "recv_held": st.recv_held,
-        },
-        "device_io": {
-            "reads": pump.reads, "read_bytes": pump.read_bytes,
-            "writes": pump.writes, "write_bytes": pump.write_bytes,
-            "short_writes": pump.short_writes,
-        },
-        "traffic": traffic,
-        "front_ends": supervisor.status(),
-        "pipe_clients": {
-            "started": pipes.started.load(Relaxed),
-            "completed": pipes.completed.load(Relaxed),
-            "failed": pipes.failed.load(Relaxed),
-            "bytes_sent": pipes.bytes_sent.load(Relaxed),
-            "bytes_received": pipes.bytes_received.load(Relaxed),
-        },
-        "channels": channels,
-    })
 }
