@@ -137,8 +137,10 @@ fn routed_traffic_from_a_third_namespace() {
 }
 
 /// The README's main job as a new user runs it: `tbbridge demo` ends with
-/// 0, the ping, the TCP stream, the HTTP download through the forward and
-/// the piped file all check out, and a ping kept answering meanwhile.
+/// 0; the zero-configuration `up` gave both hosts addresses of one /30 in
+/// 169.254.0.0/16 and showed each the other's host name; the ping, the TCP
+/// stream, the HTTP download through the forward and the piped file all
+/// check out, and a ping kept answering meanwhile.
 #[test]
 fn the_demo_runs_as_the_readme_says() {
     if skip() {
@@ -156,6 +158,24 @@ fn the_demo_runs_as_the_readme_says() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    let net = |host: &str, peer: &str| -> u32 {
+        let l = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{host}: tb0 ")))
+            .unwrap_or_else(|| panic!("no address line for {host}:\n{text}"));
+        assert!(l.ends_with(&format!("peer: {peer}")), "{l}");
+        assert!(l.contains(", fe80::"), "no IPv6 link-local: {l}");
+        let v4: std::net::Ipv4Addr = l
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.strip_suffix("/30,"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no IPv4 /30: {l}"));
+        assert_eq!(v4.octets()[..2], [169, 254], "{l}");
+        u32::from(v4)
+    };
+    let (a, b) = (net("host-a", "host-b"), net("host-b", "host-a"));
+    assert!(a != b && a & !3 == b & !3, "not one /30:\n{text}");
     assert!(text.contains("checked byte for byte"), "TCP:\n{text}");
     assert_eq!(
         text.matches("SHA-256 matches").count(),

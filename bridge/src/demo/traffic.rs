@@ -13,12 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::netns::NetNs;
 
-use super::ADDR_B;
-
-/// One TCP stream from namespace `a` to `b` (at the demo's address) for
-/// `dur`; the receiver checks every byte. Returns (bytes, seconds).
+/// One TCP stream from namespace `a` to `b` at 198.18.0.2 (the address
+/// the labs of the tests give B) for `dur`; the receiver checks every
+/// byte. Returns (bytes, seconds).
 pub fn tcp_throughput(a: &NetNs, b: &NetNs, dur: Duration) -> anyhow::Result<(u64, f64)> {
-    tcp_throughput_to(a, b, ADDR_B, dur)
+    tcp_throughput_to(a, b, "198.18.0.2", dur)
 }
 
 /// One TCP stream from namespace `a` to `addr` in namespace `b` for `dur`;
@@ -197,11 +196,11 @@ pub(super) fn http_through_forward(a: &NetNs, b: &NetNs, len: usize) -> anyhow::
     Ok(secs)
 }
 
-/// A file through `tbbridge pipe INSTANCE backup` to the peer's `[[pipe]]
-/// backup`, which writes `received`. Returns seconds taken.
+/// A file through `pipe` (a `tbbridge pipe INSTANCE backup` command) to
+/// the peer's `[[pipe]] backup`, which writes `received`. Returns seconds
+/// taken.
 pub(super) fn file_through_pipe(
-    exe: &Path,
-    instance: &str,
+    mut pipe: Command,
     sent: &Path,
     received: &Path,
     len: usize,
@@ -211,8 +210,7 @@ pub(super) fn file_through_pipe(
     let sum = hex(&Sha256::digest(&data));
     drop(data);
     let start = Instant::now();
-    let out = Command::new(exe)
-        .args(["pipe", instance, "backup"])
+    let out = pipe
         .stdin(std::fs::File::open(sent)?)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
