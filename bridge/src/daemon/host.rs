@@ -70,6 +70,7 @@ pub fn peer_doc(cfg: &Config, peer: Option<&HelloIdent>) -> Value {
         "hostname": p.hostname,
         "host_id": id.to_string(),
         "expected": cfg.host.peer_id.map(|e| e.to_string()),
+        "address": cfg.interface.as_ref().map(|i| peer_address(i, id).to_string()),
         "unexpected": cfg.host.peer_id.is_some_and(|e| e != id),
     })
 }

@@ -13,7 +13,7 @@ pub mod control;
 pub mod host;
 pub mod paths;
 pub mod provision;
-mod status;
+pub mod status;
 
 pub use status::status;
 
@@ -136,7 +136,7 @@ fn describe_device(d: &DeviceConfig) -> String {
 /// returns once its control socket answers (or it failed).
 pub fn up_detached(t: &Target) -> anyhow::Result<()> {
     // Validate first so config errors show here, not in a log file.
-    t.load()?;
+    let cfg = t.load()?;
     let p = InstancePaths::new(&t.name);
     refuse_if_running(&p, &t.name)?;
     std::fs::create_dir_all(paths::run_dir()).context("creating the runtime directory")?;
@@ -175,6 +175,13 @@ pub fn up_detached(t: &Target) -> anyhow::Result<()> {
                 child.id(),
                 p.log.display()
             );
+            if let Some(i) = &cfg.interface {
+                let addrs: Vec<String> = i.addresses.iter().map(ToString::to_string).collect();
+                let peer = cfg.host.peer_id.map_or_else(String::new, |id| {
+                    format!("; the peer: {}", host::peer_address(i, id))
+                });
+                println!("  {}: {}{peer}", i.name, addrs.join(", "));
+            }
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -86,8 +86,12 @@ fn print_status(d: &Value) {
         } else {
             String::new()
         };
+        let at = match h.get("address").and_then(Value::as_str) {
+            Some(a) => format!(", at {a}"),
+            None => String::new(),
+        };
         println!(
-            "  peer:      {} (host id {}){odd}",
+            "  peer:      {} (host id {}){at}{odd}",
             g("hostname"),
             g("host_id")
         );
@@ -143,7 +147,7 @@ fn print_status(d: &Value) {
             }
             println!("{line}");
             if let Some(c) = fe.get("counters") {
-                println!("      {c}");
+                println!("      {}", counters_line(c));
                 if let Some(q) = c.pointer("/stats/queue") {
                     print_queue(q);
                 }
@@ -158,6 +162,44 @@ fn print_status(d: &Value) {
     }
     if let Some(chs) = d.get("channels").and_then(Value::as_array) {
         println!("  channels: {}", chs.len());
+    }
+}
+
+/// One line of a front-end's counters: packets of an interface,
+/// connections of a forward or service, transfers of the pipes; other
+/// kinds as their JSON (`status --json` has all of every kind).
+pub fn counters_line(c: &Value) -> String {
+    let n = |k: &str| c.pointer(k).and_then(Value::as_u64);
+    let show = |k: &str| n(k).map_or("-".to_owned(), |x| x.to_string());
+    if let Some(tx) = n("/stats/tx/packets") {
+        let carrier = match c.pointer("/stats/carrier").and_then(Value::as_bool) {
+            Some(true) => "carrier on",
+            Some(false) => "carrier off",
+            None => "carrier ?",
+        };
+        format!(
+            "{carrier}, packets tx={tx} rx={}, bytes tx={} rx={}, queue drops aqm={} overflow={}",
+            show("/stats/rx/packets"),
+            show("/stats/tx/bytes"),
+            show("/stats/rx/bytes"),
+            show("/stats/queue/drops/aqm"),
+            show("/stats/queue/drops/overflow"),
+        )
+    } else if let Some(acc) = n("/stats/accepted") {
+        format!(
+            "connections={acc} active={} bytes out={} in={}",
+            show("/stats/active"),
+            show("/stats/bytes_out"),
+            show("/stats/bytes_in"),
+        )
+    } else if let Some(done) = n("/completed") {
+        format!(
+            "completed={done} failed={} bytes={}",
+            show("/failed"),
+            show("/bytes"),
+        )
+    } else {
+        c.to_string()
     }
 }
 

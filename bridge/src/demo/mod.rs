@@ -473,29 +473,7 @@ fn print_status(name: &str, v: &serde_json::Value) {
         .flatten()
     {
         let c = fe.get("counters").cloned().unwrap_or_default();
-        let what = if let Some(tx) = n(&c, "/stats/tx/packets") {
-            format!(
-                "packets tx={tx} rx={}, queue drops aqm={} overflow={}",
-                show(n(&c, "/stats/rx/packets")),
-                show(n(&c, "/stats/queue/drops/aqm")),
-                show(n(&c, "/stats/queue/drops/overflow")),
-            )
-        } else if let Some(acc) = n(&c, "/stats/accepted") {
-            format!(
-                "connections={acc} active={} bytes out={} in={}",
-                show(n(&c, "/stats/active")),
-                show(n(&c, "/stats/bytes_out")),
-                show(n(&c, "/stats/bytes_in")),
-            )
-        } else if let Some(done) = n(&c, "/completed") {
-            format!(
-                "completed={done} failed={} bytes={}",
-                show(n(&c, "/failed")),
-                show(n(&c, "/bytes")),
-            )
-        } else {
-            c.to_string()
-        };
+        let what = crate::daemon::status::counters_line(&c);
         println!(
             "      {:<18} {:<8} restarts={} {what}",
             fe.get("name")
