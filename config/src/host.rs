@@ -66,7 +66,7 @@ pub struct HostConfig {
     /// `peer_id`: the peer the addresses were derived for.
     pub peer_id: Option<HostId>,
     /// `hosts_file`: a hosts(5) file the daemon keeps a line for the peer
-    /// in (its host name and address) while it is connected.
+    /// in (its host name and address) from when it connects until `down`.
     pub hosts_file: Option<PathBuf>,
 }
 

@@ -1,6 +1,6 @@
 //! Who this host is to its peer (the identity and host name sent in the
 //! handshake), who the peer is (for `status`), and the opt-in hosts(5)
-//! line that makes the peer's name resolve while it is connected.
+//! line that makes the peer's name resolve from when it connects until `down`.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};

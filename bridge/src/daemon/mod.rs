@@ -397,6 +397,9 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         .and_then(|p| p.current())
         .map(|c| c.link);
     let mut link_rx = bridge.status();
+    // The handshake may have finished while the interface was being set
+    // up: look at the current state once too.
+    link_rx.mark_changed();
     let mut peer_seen: Option<tbbridge_transport::wire::HelloIdent> = None;
     loop {
         tokio::select! {
