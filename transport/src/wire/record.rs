@@ -125,11 +125,11 @@ pub enum Record {
         /// The receiver's identity as the sender last knew it (0: none):
         /// both sides resume their channels when both still know each other.
         resume_of: u64,
-        /// With [`CAP_WINDOWS`]: the largest message (in bytes) the sender
+        /// With [`CAP_WINDOWS`](super::CAP_WINDOWS): the largest message (in bytes) the sender
         /// accepts on a message channel. Appended after `resume_of`; a
         /// Hello without it (an older build) decodes as 0.
         max_message: u32,
-        /// With [`CAP_WINDOWS`]: the credit the sender grants every channel
+        /// With [`CAP_WINDOWS`](super::CAP_WINDOWS): the credit the sender grants every channel
         /// the receiver opens, before its `OpenOk` (0: none).
         open_credit: u32,
         /// With [`CAP_AUTH`] (set on the wire exactly when this is
