@@ -48,6 +48,18 @@ impl Session {
                 if c.reliable() && done {
                     // Everything arrived both ways; the peer may have let
                     // the channel go already, so don't ask it to resume.
+                    // But our acknowledgement of what it sent may have
+                    // been lost with the link: without it the peer keeps
+                    // its end forever, waiting (a fuzz finding). Give it
+                    // again, plainly, as the channel's last word would.
+                    c.acked_sent = c.recv_offset;
+                    c.ack_owed = false;
+                    self.ctrl.push_back(Record::Window {
+                        chan: id.peer_view(),
+                        received: c.recv_offset,
+                        limit: c.advertised.max(c.recv_offset),
+                        resume: false,
+                    });
                 } else if c.reliable() {
                     // Credit granted is never taken back, not even by a
                     // window that shrank since.
