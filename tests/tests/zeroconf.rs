@@ -109,12 +109,7 @@ impl World {
     }
 
     fn up_ok(&self, i: usize, args: &[&str]) {
-        let out = self.up(i, args);
-        assert!(
-            out.status.success(),
-            "up on host {i} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(i, self.up(i, args));
     }
 
     fn status(&self, i: usize, name: &str) -> Value {
@@ -181,6 +176,15 @@ impl Drop for World {
         }
         self.cables.clear();
     }
+}
+
+/// `up` on host `i` succeeded.
+fn ok(i: usize, out: Output) {
+    assert!(
+        out.status.success(),
+        "up on host {i} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Host `root` shows a peer on cable `name`.
@@ -295,13 +299,8 @@ fn two_hosts_without_a_config_come_up_and_the_printed_config_reproduces_it() {
     for (i, f) in files.iter().enumerate() {
         let out = w
             .tb(i, &["up", "tb0", "--config", &f.to_string_lossy()])
-            .output()
-            .expect("up");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output();
+        ok(i, out.expect("up"));
     }
     wait(LIMIT, "both links again", || {
         w.connected(0, "tb0") && w.connected(1, "tb0")
