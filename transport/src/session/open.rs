@@ -72,7 +72,16 @@ impl Session {
                         limit: c.advertised,
                         resume: true,
                     });
+                    // A message the peer cannot finish within that limit
+                    // (it used the credit our Open granted) waits for a
+                    // grant that only arriving data would otherwise bring:
+                    // none comes, so the grant follows the resume at once
+                    // (a fuzz finding).
+                    let stuck = c.stuck_message();
                     self.sync_held(id);
+                    if stuck {
+                        self.mark_window(id);
+                    }
                 } else if c.fin_sent {
                     c.fin_sent = false;
                     self.activate(id);
