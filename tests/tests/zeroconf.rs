@@ -256,10 +256,27 @@ fn two_hosts_without_a_config_come_up_and_the_printed_config_reproduces_it() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("peer:      host-b"), "{text}");
 
+    // A second `up` of the running instance is refused and leaves the
+    // config it runs from as it was; `down` removes that generated file.
+    let generated = w.hosts[0].run.join("tb0.auto.toml");
+    let before = std::fs::read_to_string(&generated).expect("tb0.auto.toml while up");
+    std::fs::write(&generated, format!("{before}# kept\n")).expect("mark");
+    let again = w.up(0, &[]);
+    assert!(!again.status.success(), "a second up of tb0 must fail");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already up"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&generated).expect("still there"),
+        format!("{before}# kept\n"),
+        "the refused up rewrote the running config"
+    );
+
     // `--print-config`, kept and edited (the opt-in hosts hook), then
     // fed back with `--config`: the same addresses on both hosts.
     for i in 0..2 {
         assert!(w.tb(i, &["down", "tb0"]).status().expect("down").success());
+        let f = w.hosts[i].run.join("tb0.auto.toml");
+        assert!(!f.exists(), "down left {}", f.display());
     }
     let mut files = Vec::new();
     let mut wants = Vec::new();

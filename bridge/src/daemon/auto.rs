@@ -108,15 +108,17 @@ pub fn print_config(instance: &str, args: &AutoArgs) -> anyhow::Result<()> {
 }
 
 /// The zero-configuration target: the config is written to the runtime
-/// directory (`NAME.auto.toml`) and `up` goes on from that file, as from
-/// any other.
+/// directory (`NAME.auto.toml`, removed when the daemon goes down) and `up`
+/// goes on from that file, as from any other. An instance already up is
+/// refused before anything is written: its config stays as it was.
 pub fn target(instance: &str, args: &AutoArgs) -> anyhow::Result<Target> {
     paths::check_name(instance)?;
+    let p = paths::InstancePaths::new(instance);
+    super::refuse_if_running(&p, instance)?;
     let text = config_text(instance, args)?;
     // Validated here too, so an error names the generated file's key.
-    let dir = paths::run_dir();
-    std::fs::create_dir_all(&dir).context("creating the runtime directory")?;
-    let path = dir.join(format!("{instance}.auto.toml"));
+    std::fs::create_dir_all(paths::run_dir()).context("creating the runtime directory")?;
+    let path = p.auto_config;
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     tbbridge_config::parse(&text, &path)?;
     Ok(Target {

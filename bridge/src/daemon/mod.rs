@@ -203,7 +203,7 @@ fn is_our_daemon(pid: i32, name: &str) -> bool {
     exe_ok && args.contains(&b"up".as_slice()) && args.contains(&name.as_bytes())
 }
 
-fn refuse_if_running(p: &InstancePaths, name: &str) -> anyhow::Result<()> {
+pub(super) fn refuse_if_running(p: &InstancePaths, name: &str) -> anyhow::Result<()> {
     if control::request(&p.socket, "status", Duration::from_secs(2)).is_ok() {
         bail!("{name} is already up (tbbridge status {name}); run tbbridge down {name} first");
     }
@@ -469,6 +469,10 @@ async fn run_daemon(t: &Target, cfg: Config, p: InstancePaths) -> anyhow::Result
         if let Err(e) = host::update_hosts_file(f, &t.name, None) {
             tracing::warn!("removing the peer's line from {}: {e}", f.display());
         }
+    }
+    if t.config == p.auto_config {
+        // Derived afresh by the next zero-configuration `up`.
+        let _ = std::fs::remove_file(&p.auto_config);
     }
     let _ = std::fs::remove_file(&p.pid);
     match failure {

@@ -18,6 +18,8 @@ pub struct InstancePaths {
     pub pid: PathBuf,
     /// Output of a detached daemon.
     pub log: PathBuf,
+    /// The config a zero-configuration `up` wrote (removed at `down`).
+    pub auto_config: PathBuf,
 }
 
 impl InstancePaths {
@@ -28,6 +30,7 @@ impl InstancePaths {
             socket: d.join(format!("{name}.sock")),
             pid: d.join(format!("{name}.pid")),
             log: d.join(format!("{name}.log")),
+            auto_config: d.join(format!("{name}.auto.toml")),
         }
     }
 }
