@@ -34,7 +34,19 @@ pub fn identity(cfg: &Config) -> (HostId, String) {
         return (id, src.to_string());
     }
     let mut id = [0u8; 16];
-    let _ = getrandom::fill(&mut id);
+    if getrandom::fill(&mut id).is_err() {
+        // No kernel randomness (a seccomp filter, say): not all zeros,
+        // which every such host would share; this start's time and pid.
+        use sha2::Digest;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let h = sha2::Sha256::new()
+            .chain_update(now.as_nanos().to_le_bytes())
+            .chain_update(std::process::id().to_le_bytes())
+            .finalize();
+        id.copy_from_slice(&h[..16]);
+    }
     (
         HostId(id),
         "random (no host router unique_id, no machine id)".to_owned(),
