@@ -73,10 +73,11 @@ impl Session {
                         resume: true,
                     });
                     // A message the peer cannot finish within that limit
-                    // (it used the credit our Open granted) waits for a
-                    // grant that only arriving data would otherwise bring:
-                    // none comes, so the grant follows the resume at once
-                    // (a fuzz finding).
+                    // (it used the open credit our Hello announced, and
+                    // our OpenOk was lost) waits for the grant that only
+                    // arriving data would otherwise bring: none comes, so
+                    // the grant follows the resume at once (a fuzz
+                    // finding).
                     let stuck = c.stuck_message();
                     self.sync_held(id);
                     if stuck {
