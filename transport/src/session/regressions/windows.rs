@@ -91,3 +91,47 @@ fn data_sent_with_the_open_is_acknowledged_after_a_cable_pull() {
     p.drive().expect("drive");
     assert_eq!(p.a.channels().count() + p.b.channels().count(), 0);
 }
+
+/// Found by `session_ops` (crash-981f602f): the opener sent the first part
+/// of a message with its `Open`, as far as the open credit goes; the
+/// acceptor's application accepted, and the cable was pulled before the
+/// `OpenOk` went out. The resumed link re-announced the channel with its
+/// limit where the opener already stood: the message could not finish,
+/// the application could not take a part of it, and the grant that lets a
+/// stuck message complete only came with arriving data, which never came.
+/// A message stuck on resume now gets its grant right after the resume.
+#[test]
+fn message_past_the_open_credit_completes_after_a_cable_pull() {
+    let cfg = SessionConfig {
+        min_window: 4096,
+        stream_window: 0,
+        max_batch_body: 256,
+        ..SessionConfig::default()
+    };
+    let mut p = connected_with(cfg, 53);
+    let a =
+        p.a.open(ChannelKind::Message, Class::Normal, "m")
+            .expect("open");
+    let big = Bytes::from(vec![9u8; 40_349]);
+    p.a.send_message(a, big.clone()).expect("send");
+    p.drive().expect("drive");
+    let b = crate::session::tests::incoming(&p.events_b)[0];
+    assert_eq!(
+        p.b.recv_message(b),
+        Ok(Recv::Blocked),
+        "only the open credit's part arrived"
+    );
+    p.b.accept(b).expect("accept");
+    p.link_reset();
+    // No read until the link is quiet: an application reads when data
+    // arrives, and a read of a stuck message asks for credit itself,
+    // which would hide the bug.
+    for _ in 0..5 {
+        p.drive().expect("drive");
+    }
+    assert_eq!(
+        p.b.recv_message(b),
+        Ok(Recv::Data(big)),
+        "the message never completed after the resume"
+    );
+}
