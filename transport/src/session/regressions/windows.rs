@@ -104,8 +104,6 @@ fn data_sent_with_the_open_is_acknowledged_after_a_cable_pull() {
 fn message_past_the_open_credit_completes_after_a_cable_pull() {
     let cfg = SessionConfig {
         min_window: 4096,
-        stream_window: 0,
-        max_batch_body: 256,
         ..SessionConfig::default()
     };
     let mut p = connected_with(cfg, 53);
